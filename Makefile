@@ -1,0 +1,80 @@
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+UV      := $(VENV)/bin/uv
+MEMBERS := libs/common libs/devstack services/api services/watcher services/matcher services/notifier
+STAMP   := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+
+.PHONY: help install lock dev test test-fast lint format typecheck bench migrate pay clean \
+        run-api run-matcher run-notifier run-watcher
+
+help: ## List every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+$(STAMP): $(PY) requirements.lock $(addsuffix /pyproject.toml,$(MEMBERS))
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation $(addprefix -e ./,$(MEMBERS))
+	$(UV) pip install --quiet --python $(PY) uv==0.13.9
+	$(PY) -m pip check
+	@touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(STAMP) $(NPM_STAMP) ## Make .venv with every member (editable), dev tools and npm dev tools
+
+lock: $(PY) ## Regenerate requirements.lock (hash-pinned) from the members and requirements-dev.in
+	$(UV) pip compile --quiet requirements.in --generate-hashes --python-version 3.11 \
+	  $(foreach m,$(MEMBERS),--no-emit-package pago-$(notdir $(m))) -o requirements.lock
+
+dev: install ## Run the whole system on the embedded devstack (Ctrl-C stops it)
+	$(VENV)/bin/pago-dev up
+
+test: install ## Run the whole test suite against real Postgres, Redis, Kafka-protocol broker, anvil, Surfpool
+	$(VENV)/bin/pytest
+
+lint: install ## ruff check, ruff format --check, import-linter contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy --strict over every member and the tests
+	$(VENV)/bin/mypy
+
+bench: install ## Run the benchmarks; JSON results land in bench/results/
+	$(PY) -m bench
+
+migrate: install ## Apply the database migrations to $$DATABASE_URL
+	$(VENV)/bin/pago-migrate upgrade
+
+pay: install ## Pay a session on the running dev stack: make pay SESSION=cs_... [AMOUNT=10]
+	$(VENV)/bin/pago-dev pay $(SESSION) $(AMOUNT)
+
+run-api: install ## Run the api service against the configured servers
+	$(VENV)/bin/pago-api
+
+run-matcher: install ## Run the matcher against the configured servers
+	$(VENV)/bin/pago-matcher
+
+run-notifier: install ## Run the notifier against the configured servers
+	$(VENV)/bin/pago-notifier
+
+run-watcher: install ## Run a watcher: make run-watcher NETWORK=ETHEREUM MODE=test
+	$(VENV)/bin/pago-watcher --network $(NETWORK) --mode $(MODE)
+
+clean: ## Remove the virtualenv, node_modules and caches
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Shared contracts of Pago: money, the networks registry, domain enums, events and plumbing."""

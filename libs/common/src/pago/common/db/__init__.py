@@ -1,0 +1,1 @@
+"""Postgres: the async engine factory, the schema and its migrations."""

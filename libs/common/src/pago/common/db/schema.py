@@ -1,0 +1,290 @@
+"""The Postgres schema as SQLAlchemy Core tables, for repositories to query.
+
+Migrations (``migrations/versions``) are the source of truth for DDL; a test compares the
+migrated database with these tables so the two cannot drift. Token amounts are
+``NUMERIC(78,0)`` base units (a uint256 fits) with the token's ``decimals`` beside them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+Units = Numeric(78, 0)
+"""Token base units (uint256-wide)."""
+
+
+def _created() -> Column[Any]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("logo_url", Text),
+    Column("fee_rate", Numeric(10, 6), comment="fraction of received; NULL = platform default"),
+    Column("fee_floor", Numeric(38, 18), comment="whole tokens; NULL = platform default"),
+    Column("session_expiry_minutes", Integer, nullable=False, server_default=text("30")),
+    Column("underpaid_extension_minutes", Integer, nullable=False, server_default=text("1440")),
+    Column("underpayment_tolerance", Numeric(38, 18), comment="whole tokens; NULL = default"),
+    _created(),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True, comment="HMAC-SHA256(pepper)"),
+    Column("key_hint", Text, nullable=False, comment="prefix and last 4 characters, for display"),
+    Column("label", Text),
+    _created(),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_api_keys_merchant", "merchant_id"),
+)
+
+sub_merchants = Table(
+    "sub_merchants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    _created(),
+    UniqueConstraint("merchant_id", "code", name="uq_sub_merchants_code"),
+)
+
+deposit_xpubs = Table(
+    "deposit_xpubs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("family", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("xpub", Text, nullable=False),
+    Column("index_sequence", Text, nullable=False, comment="Postgres sequence of child indexes"),
+    _created(),
+    Column("retired_at", DateTime(timezone=True)),
+    Index(
+        "uq_deposit_xpubs_active",
+        "merchant_id",
+        "family",
+        "mode",
+        unique=True,
+        postgresql_where=text("retired_at IS NULL"),
+    ),
+)
+
+deposit_addresses = Table(
+    "deposit_addresses",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("family", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("source", Text, nullable=False, comment="xpub:<id> or pool"),
+    Column("derivation_index", BigInteger),
+    Column("session_id", Text, comment="the session holding it now; NULL = free"),
+    Column("leased_until", DateTime(timezone=True)),
+    _created(),
+    UniqueConstraint("family", "mode", "address", name="uq_deposit_addresses_address"),
+    Index(
+        "ix_deposit_addresses_free",
+        "merchant_id",
+        "family",
+        "mode",
+        "id",
+        postgresql_where=text("session_id IS NULL"),
+    ),
+)
+
+checkout_sessions = Table(
+    "checkout_sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("sub_merchant_id", Text, ForeignKey("sub_merchants.id")),
+    Column("mode", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("network", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("currency_contract", Text, nullable=False),
+    Column("decimals", SmallInteger, nullable=False),
+    Column("amount_expected", Units, nullable=False),
+    Column("amount_received", Units, nullable=False, server_default=text("0")),
+    Column("fee_amount", Units, nullable=False, server_default=text("0")),
+    Column("net_amount", Units, nullable=False, server_default=text("0")),
+    Column("pay_address", Text, nullable=False),
+    Column("client_reference_id", Text),
+    Column("pricing_currency", Text, nullable=False),
+    Column("pricing_amount", Text, nullable=False, comment="exactly as the merchant sent it"),
+    Column("exchange_rate", Numeric(30, 8), nullable=False),
+    Column("success_url", Text),
+    Column("cancel_url", Text),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _created(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("version", Integer, nullable=False, server_default=text("0"), comment="CAS counter"),
+    Index("ix_sessions_list", "merchant_id", "mode", "created_at", "id"),
+    Index("ix_sessions_list_status", "merchant_id", "mode", "status", "created_at"),
+    Index("ix_sessions_sub_merchant", "sub_merchant_id", "mode", "created_at"),
+    Index("ix_sessions_pay_address", "network", "mode", "pay_address"),
+    Index("ix_sessions_client_ref", "merchant_id", "client_reference_id"),
+    Index(
+        "ix_sessions_expiring",
+        "expires_at",
+        postgresql_where=text("status IN ('Pending', 'Underpaid')"),
+    ),
+)
+
+session_transactions = Table(
+    "session_transactions",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("session_id", Text, ForeignKey("checkout_sessions.id"), nullable=False),
+    Column("network", Text, nullable=False),
+    Column("tx_hash", Text, nullable=False),
+    Column("log_index", Integer, nullable=False),
+    Column("token", Text, nullable=False),
+    Column("contract", Text, nullable=False),
+    Column("amount", Units, nullable=False),
+    Column("decimals", SmallInteger, nullable=False),
+    Column("from_address", Text, nullable=False),
+    Column("block_number", BigInteger, nullable=False),
+    Column("block_hash", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("credited", Boolean, nullable=False, server_default=text("false")),
+    Column("confirmations", Integer, nullable=False, server_default=text("0")),
+    Column("aml_flags", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    _created(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("network", "tx_hash", "log_index", name="uq_session_transactions_identity"),
+    Index("ix_session_transactions_session", "session_id"),
+    Index("ix_session_transactions_tx_hash", "tx_hash"),
+)
+
+payment_exceptions = Table(
+    "payment_exceptions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("session_id", Text, ForeignKey("checkout_sessions.id"), nullable=False),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("network", Text, nullable=False),
+    Column("tx_hash", Text, nullable=False),
+    Column("log_index", Integer, nullable=False),
+    Column("amount", Units, nullable=False),
+    Column("decimals", SmallInteger, nullable=False),
+    Column("detail", Text, nullable=False, server_default=text("''")),
+    Column("resolution_note", Text),
+    _created(),
+    Column("resolved_at", DateTime(timezone=True)),
+    UniqueConstraint("kind", "network", "tx_hash", "log_index", name="uq_payment_exceptions_once"),
+    Index("ix_payment_exceptions_merchant", "merchant_id", "mode", "status", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("enabled_events", ARRAY(Text), nullable=False),
+    Column("secret", Text, nullable=False, comment="whsec_…; needed in clear to sign"),
+    Column("previous_secret", Text),
+    Column("previous_secret_expires_at", DateTime(timezone=True)),
+    _created(),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("deleted_at", DateTime(timezone=True)),
+    Index("ix_webhook_endpoints_merchant", "merchant_id", "mode"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("endpoint_id", Text, ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False, comment="the exact body that is signed"),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    _created(),
+    Column("delivered_at", DateTime(timezone=True)),
+    UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_once"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True, comment="publish order"),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", LargeBinary, comment="NULL is a tombstone (compacted topics)"),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _created(),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
+    Index("ix_outbox_pending_key", "key", "id", postgresql_where=text("sent_at IS NULL")),
+)
+
+exchange_rates = Table(
+    "exchange_rates",
+    metadata,
+    Column("base", Text, primary_key=True, comment="fiat ISO code"),
+    Column("quote", Text, primary_key=True, comment="token symbol"),
+    Column("source", Text, primary_key=True),
+    Column("rate", Numeric(30, 8), nullable=False, comment="fiat units per 1 token"),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+)
+
+aml_cache = Table(
+    "aml_cache",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    Column("network", Text, primary_key=True),
+    Column("address", Text, primary_key=True),
+    Column("verdict", Text, nullable=False),
+    Column("flags", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

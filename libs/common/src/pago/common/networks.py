@@ -1,0 +1,166 @@
+"""The networks and tokens registry, loaded from TOML (packaged defaults + an optional override).
+
+A registry answers: which family is a network, how deep does a transfer have to be to credit, and
+which token contract (with its decimals) does a (network, mode, token) triple use. A pair the
+registry lacks (USDC on TRON) simply has no entry.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pago.common.enums import ChainFamily, Mode, Network, Token
+from pago.common.errors import ConfigError
+
+EVM_NETWORKS = frozenset(
+    {
+        Network.ETHEREUM,
+        Network.BSC,
+        Network.POLYGON,
+        Network.ARBITRUM,
+        Network.OPTIMISM,
+        Network.BASE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    symbol: Token
+    contract: str
+    decimals: int
+
+    @property
+    def one(self) -> int:
+        """One whole token in base units."""
+        return int(10**self.decimals)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeSpec:
+    """A network as one mode sees it (live: mainnet; test: a testnet or a local devnet)."""
+
+    name: str
+    chain_id: int | None
+    tokens: Mapping[Token, TokenSpec]
+    rpc_urls: tuple[str, ...] = ()
+    confirmations: int | None = None
+    """Overrides the network's depth in this mode (a local devnet may confirm sooner)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    network: Network
+    family: ChainFamily
+    confirmations: int
+    """Blocks on top of a transfer's block before it credits (0 on Solana: see commitment)."""
+    commitment: str | None
+    modes: Mapping[Mode, ModeSpec] = field(default_factory=dict)
+
+    def mode(self, mode: Mode) -> ModeSpec:
+        try:
+            return self.modes[mode]
+        except KeyError:
+            raise ConfigError(f"network {self.network} has no {mode} mode configured") from None
+
+    def confirmations_for(self, mode: Mode) -> int:
+        override = self.mode(mode).confirmations
+        return self.confirmations if override is None else override
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    networks: Mapping[Network, NetworkSpec]
+
+    def network(self, network: Network) -> NetworkSpec:
+        return self.networks[network]
+
+    def token(self, network: Network, mode: Mode, token: Token) -> TokenSpec | None:
+        spec = self.networks.get(network)
+        if spec is None or mode not in spec.modes:
+            return None
+        return spec.modes[mode].tokens.get(token)
+
+    def token_by_contract(self, network: Network, mode: Mode, contract: str) -> TokenSpec | None:
+        spec = self.networks[network].mode(mode)
+        wanted = _contract_key(self.networks[network].family, contract)
+        for token in spec.tokens.values():
+            if _contract_key(self.networks[network].family, token.contract) == wanted:
+                return token
+        return None
+
+
+def _contract_key(family: ChainFamily, contract: str) -> str:
+    # EVM hex is case-insensitive (EIP-55 case is only a checksum); base58 is case-sensitive.
+    return contract.lower() if family is ChainFamily.EVM else contract
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse(raw: Mapping[str, Any], source: str) -> Registry:
+    networks: dict[Network, NetworkSpec] = {}
+    for name, body in raw.get("networks", {}).items():
+        try:
+            network = Network(name)
+        except ValueError:
+            known = ", ".join(Network)
+            raise ConfigError(f"{source}: unknown network {name!r} (known: {known})") from None
+        try:
+            family = ChainFamily(body["family"])
+            modes: dict[Mode, ModeSpec] = {}
+            for mode in Mode:
+                mode_body = body.get(mode.value)
+                if mode_body is None:
+                    continue
+                tokens = {
+                    Token(sym): TokenSpec(Token(sym), str(t["contract"]), int(t["decimals"]))
+                    for sym, t in mode_body.get("tokens", {}).items()
+                }
+                modes[mode] = ModeSpec(
+                    name=str(mode_body.get("name", mode.value)),
+                    chain_id=mode_body.get("chain_id"),
+                    tokens=tokens,
+                    rpc_urls=tuple(mode_body.get("rpc_urls", ())),
+                    confirmations=mode_body.get("confirmations"),
+                )
+            networks[network] = NetworkSpec(
+                network=network,
+                family=family,
+                confirmations=int(body.get("confirmations", 0)),
+                commitment=body.get("commitment"),
+                modes=modes,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: network {name}: invalid entry ({exc})") from None
+    return Registry(networks)
+
+
+def load_registry(override_path: str | Path | None = None) -> Registry:
+    """Load the packaged defaults, merged with ``override_path`` when given."""
+    text = resources.files("pago.common").joinpath("chains.toml").read_text()
+    raw = tomllib.loads(text)
+    source = "chains.toml"
+    if override_path is not None:
+        path = Path(override_path)
+        try:
+            override = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"PAGO_CHAINS_FILE: no such file {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"PAGO_CHAINS_FILE: {path} is not valid TOML ({exc})") from None
+        raw = _merge(raw, override)
+        source = str(path)
+    return _parse(raw, source)

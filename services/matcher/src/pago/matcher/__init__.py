@@ -1,0 +1,1 @@
+"""The matcher: screens senders, applies chain transfers to checkout sessions, expires them."""

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from pago.common.enums import ChainFamily, Mode, Network, Token
+from pago.common.errors import ConfigError
+from pago.common.networks import load_registry
+
+
+class TestDefaults:
+    def test_every_network_has_its_family_and_live_tokens(self) -> None:
+        registry = load_registry()
+        assert set(registry.networks) == set(Network)
+        assert registry.network(Network.TRON).family is ChainFamily.TRON
+        assert registry.network(Network.SOLANA).family is ChainFamily.SOLANA
+        assert registry.network(Network.BASE).family is ChainFamily.EVM
+
+    @pytest.mark.parametrize(
+        ("network", "token", "contract", "decimals"),
+        [
+            (Network.TRON, Token.USDT, "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", 6),
+            (Network.BSC, Token.USDT, "0x55d398326f99059fF775485246999027B3197955", 18),
+            (Network.BSC, Token.USDC, "0x8AC76a51cc950d9822D68b83fE1Ad97B32Cd580d", 18),
+            (Network.SOLANA, Token.USDC, "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", 6),
+        ],
+    )
+    def test_live_contracts_match_the_architecture_table(
+        self, network: Network, token: Token, contract: str, decimals: int
+    ) -> None:
+        spec = load_registry().token(network, Mode.LIVE, token)
+        assert spec is not None
+        assert (spec.contract, spec.decimals) == (contract, decimals)
+
+    def test_usdc_on_tron_does_not_exist(self) -> None:
+        assert load_registry().token(Network.TRON, Mode.LIVE, Token.USDC) is None
+
+    def test_confirmations(self) -> None:
+        registry = load_registry()
+        assert registry.network(Network.TRON).confirmations_for(Mode.LIVE) == 19
+        assert registry.network(Network.POLYGON).confirmations_for(Mode.LIVE) == 128
+
+    def test_contract_lookup_ignores_evm_case(self) -> None:
+        spec = load_registry().token_by_contract(
+            Network.ETHEREUM, Mode.LIVE, "0xdac17f958d2ee523a2206206994597c13d831ec7"
+        )
+        assert spec is not None
+        assert spec.symbol is Token.USDT
+
+
+class TestOverride:
+    def test_override_replaces_only_what_it_names(self, tmp_path: Path) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(
+            '[networks.ETHEREUM.test]\nchain_id = 31337\nconfirmations = 2\nrpc_urls = ["http://127.0.0.1:8545"]\n'
+            '[networks.ETHEREUM.test.tokens.USDT]\ncontract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"\n'
+        )
+        registry = load_registry(path)
+        eth = registry.network(Network.ETHEREUM)
+        assert eth.mode(Mode.TEST).chain_id == 31337
+        assert eth.confirmations_for(Mode.TEST) == 2
+        assert eth.confirmations_for(Mode.LIVE) == 12
+        usdt = registry.token(Network.ETHEREUM, Mode.TEST, Token.USDT)
+        assert usdt is not None
+        assert usdt.contract == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+        assert usdt.decimals == 6  # kept from the defaults
+
+    def test_unknown_network_is_named(self, tmp_path: Path) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text('[networks.DOGE]\nfamily = "evm"\n')
+        with pytest.raises(ConfigError, match="unknown network 'DOGE'"):
+            load_registry(path)
+
+    def test_missing_file_is_named(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="PAGO_CHAINS_FILE: no such file"):
+            load_registry(tmp_path / "absent.toml")
