@@ -257,15 +257,15 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True, comment="publish order"),
+    Column("shard", SmallInteger, nullable=False, comment="crc32(key) % 64; one relay per shard"),
     Column("topic", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("value", LargeBinary, comment="NULL is a tombstone (compacted topics)"),
     Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     _created(),
-    Column("sent_at", DateTime(timezone=True)),
-    Index("ix_outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
-    Index("ix_outbox_pending_key", "key", "id", postgresql_where=text("sent_at IS NULL")),
+    comment="events waiting for the broker's ack; a row is deleted once acknowledged",
 )
+
 
 exchange_rates = Table(
     "exchange_rates",

@@ -1,16 +1,29 @@
-"""SQL of the outbox: enqueue inside the caller's transaction; claim and mark for the relay."""
+"""SQL of the outbox: enqueue inside the caller's transaction; claim and delete for the relay.
+
+Rows are spread over ``SHARDS`` by a hash of their key. A relay works a shard only while it
+holds that shard's transaction-scoped advisory lock, and takes its rows in id order, so all
+events of one key leave in the order they were written however many relays run; a relay that
+dies drops its locks with its connection and another takes the shard over.
+"""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common.db.schema import outbox
 from pago.common.outbox.message import OutboxMessage
+
+SHARDS = 64
+ADVISORY_NAMESPACE = 0x6F7574  # "out": keeps our advisory locks apart from anyone else's
+
+
+def shard_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % SHARDS
 
 
 async def enqueue(conn: AsyncConnection, messages: Sequence[OutboxMessage]) -> None:
@@ -20,7 +33,13 @@ async def enqueue(conn: AsyncConnection, messages: Sequence[OutboxMessage]) -> N
     await conn.execute(
         insert(outbox),
         [
-            {"topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
+            {
+                "shard": shard_of(m.key),
+                "topic": m.topic,
+                "key": m.key,
+                "value": m.value,
+                "headers": m.headers,
+            }
             for m in messages
         ],
     )
@@ -35,47 +54,34 @@ class PendingRow:
     headers: dict[str, str]
 
 
-# Lock a batch of the oldest unsent rows, skipping rows another relay holds. A row is published
-# only if no older unsent row of the same key sits outside this batch (in another relay's
-# batch, or not yet visible): that keeps per-key order with any number of relays.
-_CLAIM = text(
-    """
-    WITH claimed AS MATERIALIZED (
-        SELECT id, topic, key, value, headers FROM outbox
-        WHERE sent_at IS NULL
-        ORDER BY id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    SELECT c.id, c.topic, c.key, c.value, c.headers FROM claimed c
-    WHERE NOT EXISTS (
-        SELECT 1 FROM outbox o
-        WHERE o.key = c.key AND o.topic = c.topic AND o.sent_at IS NULL AND o.id < c.id
-          AND o.id NOT IN (SELECT id FROM claimed)
-    )
-    ORDER BY c.id
-    """
+_LOCK_SHARDS = text(
+    "SELECT s FROM unnest(CAST(:shards AS int[])) AS s WHERE pg_try_advisory_xact_lock(:ns, s)"
 )
 
 
-async def claim_batch(conn: AsyncConnection, limit: int) -> list[PendingRow]:
-    result = await conn.execute(_CLAIM, {"limit": limit})
+async def lock_shards(conn: AsyncConnection, shards: Sequence[int]) -> list[int]:
+    """Take the shards no other relay holds, until this transaction ends."""
+    result = await conn.execute(_LOCK_SHARDS, {"shards": list(shards), "ns": ADVISORY_NAMESPACE})
+    return [int(row[0]) for row in result]
+
+
+async def claim_batch(conn: AsyncConnection, shards: Sequence[int], limit: int) -> list[PendingRow]:
+    """The oldest ``limit`` rows of ``shards`` (which this transaction must hold), in id order."""
+    query = (
+        select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.headers)
+        .where(outbox.c.shard.in_(shards))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    result = await conn.execute(query)
     return [PendingRow(r.id, r.topic, r.key, r.value, r.headers) for r in result]
 
 
 async def mark_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=func.now()))
+    """The broker acknowledged these rows: they leave the outbox."""
+    await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
 
 
 async def backlog(conn: AsyncConnection) -> int:
-    result = await conn.execute(select(func.count()).where(outbox.c.sent_at.is_(None)))
+    result = await conn.execute(select(func.count()).select_from(outbox))
     return int(result.scalar_one())
-
-
-async def purge_sent(conn: AsyncConnection, older_than_seconds: int) -> int:
-    """Delete rows sent more than ``older_than_seconds`` ago; returns how many went."""
-    result: Any = await conn.execute(
-        text("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => :s)"),
-        {"s": older_than_seconds},
-    )
-    return int(result.rowcount)

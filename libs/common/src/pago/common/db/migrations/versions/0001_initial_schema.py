@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 14:56:04.393466
+Create Date: 2026-11-21
 """
 
 from collections.abc import Sequence
@@ -98,6 +98,12 @@ def upgrade() -> None:
             nullable=False,
             comment="publish order",
         ),
+        sa.Column(
+            "shard",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="crc32(key) % 64; one relay per shard",
+        ),
         sa.Column("topic", sa.Text(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column(
@@ -118,22 +124,8 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_index(
-        "ix_outbox_pending",
-        "outbox",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
-    op.create_index(
-        "ix_outbox_pending_key",
-        "outbox",
-        ["key", "id"],
-        unique=False,
-        postgresql_where=sa.text("sent_at IS NULL"),
+        comment="events waiting for the broker's ack; a row is deleted once acknowledged",
     )
     op.create_table(
         "api_keys",
@@ -556,12 +548,6 @@ def downgrade() -> None:
     op.drop_table("deposit_addresses")
     op.drop_index("ix_api_keys_merchant", table_name="api_keys")
     op.drop_table("api_keys")
-    op.drop_index(
-        "ix_outbox_pending_key", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL")
-    )
-    op.drop_index(
-        "ix_outbox_pending", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL")
-    )
     op.drop_table("outbox")
     op.drop_table("merchants")
     op.drop_table("exchange_rates")

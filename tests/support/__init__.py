@@ -1,0 +1,1 @@
+"""Helpers shared by tests (real clients, no mocks of our own code)."""
