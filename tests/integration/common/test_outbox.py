@@ -70,10 +70,13 @@ def _all_in_order(keys: int, per_key: int) -> object:
 
 class TestEnqueue:
     async def test_rolled_back_change_leaves_no_event(self, db: AsyncEngine, run_id: str) -> None:
-        with pytest.raises(RuntimeError):
+        async def failing_change() -> None:
             async with db.begin() as conn:
                 await enqueue(conn, _messages(run_id, 1, 3))
                 raise RuntimeError("the state change failed")
+
+        with pytest.raises(RuntimeError):
+            await failing_change()
         assert await _unsent(db) == 0
 
     async def test_committed_change_leaves_its_events(self, db: AsyncEngine, run_id: str) -> None:
@@ -96,7 +99,10 @@ class TestRelay:
         assert sent == 280
         assert await _unsent(db) == 0
         records = await read_topic(
-            kafka.bootstrap_servers, CHECKOUT_SESSIONS, key_prefix=run_id, until=lambda r: len(r) >= 280
+            kafka.bootstrap_servers,
+            CHECKOUT_SESSIONS,
+            key_prefix=run_id,
+            until=lambda r: len(r) >= 280,
         )
         assert len(records) == 280  # no duplicates without a crash
         assert all(seqs == list(range(40)) for seqs in _distinct_in_order(records).values())
@@ -114,7 +120,10 @@ class TestRelay:
         finally:
             await producer.stop()
         records = await read_topic(
-            kafka.bootstrap_servers, CHECKOUT_SESSIONS, key_prefix=run_id, until=lambda r: len(r) >= 1
+            kafka.bootstrap_servers,
+            CHECKOUT_SESSIONS,
+            key_prefix=run_id,
+            until=lambda r: len(r) >= 1,
         )
         assert records[0].value is None
 

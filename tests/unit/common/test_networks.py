@@ -51,8 +51,12 @@ class TestOverride:
     def test_override_replaces_only_what_it_names(self, tmp_path: Path) -> None:
         path = tmp_path / "chains.toml"
         path.write_text(
-            '[networks.ETHEREUM.test]\nchain_id = 31337\nconfirmations = 2\nrpc_urls = ["http://127.0.0.1:8545"]\n'
-            '[networks.ETHEREUM.test.tokens.USDT]\ncontract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"\n'
+            "[networks.ETHEREUM.test]\n"
+            "chain_id = 31337\n"
+            "confirmations = 2\n"
+            'rpc_urls = ["http://127.0.0.1:8545"]\n'
+            "[networks.ETHEREUM.test.tokens.USDT]\n"
+            'contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"\n'
         )
         registry = load_registry(path)
         eth = registry.network(Network.ETHEREUM)

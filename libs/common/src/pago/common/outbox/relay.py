@@ -46,7 +46,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         # Each relay walks the shards in its own order so that replicas tend to spread out.
         shards = list(range(repository.SHARDS))
-        random.Random().shuffle(shards)
+        random.Random().shuffle(shards)  # noqa: S311 - spreading load, not secrecy
         self._slices = [shards[i::workers] for i in range(workers)]
 
     async def publish_batch(self, shards: Sequence[int] | None = None) -> int:
