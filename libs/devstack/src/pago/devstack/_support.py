@@ -206,3 +206,17 @@ def wait_until(
         if time.monotonic() > deadline:
             raise DevStackError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def venv_command(name: str) -> str:
+    """The console script ``name`` beside this interpreter (the venv need not be on PATH)."""
+    import shutil
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise DevStackError(f"{name} is not installed (run `make install`)")
+    return found

@@ -1,0 +1,70 @@
+"""`pago-dev up` (what `make dev` runs) brings the system up; its printed key answers; Ctrl-C
+stops everything and leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pago.devstack._support import free_tcp_port
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+    pytest.fail(f"pago-dev up never printed {pattern!r}; output:\n{''.join(seen)[-4000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
+    env["PAGO_DEVSTACK_DIR"] = str(tmp_path / "devstack")
+    cmd = [str(Path(sys.executable).parent / "pago-dev"), "up", "--api-port", str(port)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    descendants: list[psutil.Process] = []
+    try:
+        key = _read_until(proc, r"Test key\s+(sk_test_[0-9a-f]{48})", timeout=180).group(1)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert descendants, "the services and servers run as child processes"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/checkout/sessions",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+            body = json.loads(response.read())
+        assert response.status == 200
+        assert set(body) == {"data", "meta"}
+        stack = json.loads((tmp_path / "devstack" / "stack.json").read_text())
+        assert stack["evm"]["tokens"].keys() == {"USDT", "USDC"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left behind: {[(p.pid, p.name()) for p in alive]}"
