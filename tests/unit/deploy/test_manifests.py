@@ -143,7 +143,8 @@ def test_pods_run_restricted(rendered: tuple[str, list[Doc]]) -> None:
             ctx = container["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True
             assert ctx["allowPrivilegeEscalation"] is False
-            assert container["resources"]["requests"] and container["resources"]["limits"]
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]
 
 
 def test_matcher_replicas_stay_within_the_transfer_partitions(
