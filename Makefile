@@ -10,7 +10,7 @@ MEMBERS := libs/common libs/devstack services/api services/watcher services/matc
 STAMP   := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: help install lock dev test lint format typecheck bench migrate pay clean deploy-manifests \
+.PHONY: help install browser lock dev test lint format typecheck bench migrate pay clean deploy-manifests \
         run-api run-matcher run-notifier run-watcher
 
 help: ## List every target
@@ -31,6 +31,14 @@ $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	 else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+
+browser: $(CHROMIUM) ## Install Debian's chromium for the browser tests (Playwright drives it)
+
 install: $(STAMP) $(NPM_STAMP) ## Make .venv with every member (editable), dev tools and npm dev tools
 
 SERVICES := api watcher matcher notifier
@@ -47,7 +55,7 @@ lock: $(PY) ## Regenerate the hash-pinned locks: requirements.lock and one per s
 dev: install ## Run the whole system on the embedded devstack (Ctrl-C stops it)
 	$(VENV)/bin/pago-dev up
 
-test: install ## Run the whole test suite against real Postgres, Redis, Kafka-protocol broker, anvil, Surfpool
+test: install browser ## Run the whole test suite against real Postgres, Redis, Kafka-protocol broker, anvil, Surfpool
 	$(VENV)/bin/pytest
 
 lint: install ## ruff check, ruff format --check, import-linter contracts

@@ -7,10 +7,16 @@ import json
 import sys
 from typing import Any
 
-from bench import outbox_relay
+from bench import matcher_drain, notifier_fanout, outbox_relay, session_create, watcher
 from bench.harness import Bench, Servers, servers, write_results
 
-BENCHES: dict[str, Bench] = {"outbox_relay": outbox_relay.run}
+BENCHES: dict[str, Bench] = {
+    "outbox_relay": outbox_relay.run,
+    "matcher_drain": matcher_drain.run,
+    "watcher": watcher.run,
+    "session_create": session_create.run,
+    "notifier_fanout": notifier_fanout.run,
+}
 
 
 async def _run_all(names: list[str], srv: Servers) -> dict[str, Any]:

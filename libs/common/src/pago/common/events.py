@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from pago.common.enums import (
     ChainFamily,
+    ExceptionKind,
     Mode,
     Network,
     SessionStatus,
@@ -109,12 +110,23 @@ class SessionPaymentDetected(_SessionEvent):
     tx_hash: str
 
 
-SessionEvent = Annotated[
-    SessionCreated | SessionUpdated | SessionPaymentDetected, Field(discriminator="type")
-]
-SESSION_EVENT_ADAPTER: TypeAdapter[SessionCreated | SessionUpdated | SessionPaymentDetected] = (
-    TypeAdapter(SessionEvent)
-)
+class SessionResolved(_SessionEvent):
+    """An operator accepted a payment exception of this session (Resolution API).
+
+    ``session`` is the session after the acceptance: a late full payment accepted on an
+    ``Expired`` session shows it ``Paid`` here; any other acceptance leaves it as it was.
+    """
+
+    type: Literal["session.resolved"] = "session.resolved"
+    exception_id: str
+    exception_kind: ExceptionKind
+    tx_hash: str
+    log_index: int
+
+
+AnySessionEvent = SessionCreated | SessionUpdated | SessionPaymentDetected | SessionResolved
+SessionEvent = Annotated[AnySessionEvent, Field(discriminator="type")]
+SESSION_EVENT_ADAPTER: TypeAdapter[AnySessionEvent] = TypeAdapter(SessionEvent)
 
 
 # --- chain.watchlist ------------------------------------------------------------------------

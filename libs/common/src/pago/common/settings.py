@@ -28,18 +28,19 @@ class Environment(StrEnum):
 DEV_ONLY_PEPPER = "pago-dev-only-pepper-not-for-production"
 
 
-class CommonSettings(BaseSettings):
+class ServiceSettings(BaseSettings):
+    """What every service reads: Redis, Kafka, the registry. A service that keeps no state in
+    Postgres (the watcher) builds on this one and so never asks for ``DATABASE_URL``."""
+
     model_config = SettingsConfigDict(env_prefix="PAGO_", extra="ignore", frozen=True)
 
     env: Environment = Environment.DEVELOPMENT
-    database_url: str = Field(validation_alias=AliasChoices("DATABASE_URL", "PAGO_DATABASE_URL"))
     redis_url: str = Field(validation_alias=AliasChoices("REDIS_URL", "PAGO_REDIS_URL"))
     kafka_bootstrap_servers: str = Field(
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PAGO_KAFKA_BOOTSTRAP_SERVERS")
     )
     chains_file: str | None = None
     log_level: str = "INFO"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
 
     @cached_property
     def registry(self) -> Registry:
@@ -48,6 +49,13 @@ class CommonSettings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+
+class CommonSettings(ServiceSettings):
+    """Settings of a service backed by Postgres (api, matcher, notifier, the outbox relay)."""
+
+    database_url: str = Field(validation_alias=AliasChoices("DATABASE_URL", "PAGO_DATABASE_URL"))
+    db_pool_size: int = Field(default=10, ge=1, le=200)
 
 
 class SecretSettings(CommonSettings):
@@ -96,7 +104,7 @@ def exit_with(service: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-S = TypeVar("S", bound=CommonSettings)
+S = TypeVar("S", bound=ServiceSettings)
 
 
 def load_settings(settings_cls: type[S], service: str) -> S:

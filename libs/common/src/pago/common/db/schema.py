@@ -163,6 +163,29 @@ checkout_sessions = Table(
         "expires_at",
         postgresql_where=text("status IN ('Pending', 'Underpaid')"),
     ),
+    Index(
+        "ix_sessions_list_own",
+        "merchant_id",
+        "mode",
+        "created_at",
+        "id",
+        postgresql_where=text("sub_merchant_id IS NULL"),
+    ),
+    Index(
+        "uq_sessions_live_pay_address",
+        "mode",
+        "pay_address",
+        unique=True,
+        postgresql_where=text("status IN ('Pending', 'Underpaid')"),
+    ),
+)
+# The matcher finds a session by the address a watcher reported; EVM hex is case-insensitive
+# (EIP-55 case is a checksum) and watchers need not spell it as the API stored it.
+Index(
+    "ix_sessions_pay_address_ci",
+    checkout_sessions.c.network,
+    checkout_sessions.c.mode,
+    func.lower(checkout_sessions.c.pay_address),
 )
 
 session_transactions = Table(
@@ -209,8 +232,18 @@ payment_exceptions = Table(
     Column("resolution_note", Text),
     _created(),
     Column("resolved_at", DateTime(timezone=True)),
+    Column("token", Text, comment="token of amount; may differ from the session's (wrong_token)"),
+    Column("requested_action", Text, comment="an operator's resolution the matcher has to apply"),
+    Column("requested_at", DateTime(timezone=True)),
+    Column("resolution_error", Text, comment="why the matcher refused the requested action"),
     UniqueConstraint("kind", "network", "tx_hash", "log_index", name="uq_payment_exceptions_once"),
     Index("ix_payment_exceptions_merchant", "merchant_id", "mode", "status", "created_at"),
+    Index("ix_payment_exceptions_session", "session_id"),
+    Index(
+        "ix_payment_exceptions_requested",
+        "requested_at",
+        postgresql_where=text("requested_action IS NOT NULL AND status = 'open'"),
+    ),
 )
 
 webhook_endpoints = Table(
@@ -227,6 +260,12 @@ webhook_endpoints = Table(
     _created(),
     Column("disabled_at", DateTime(timezone=True)),
     Column("deleted_at", DateTime(timezone=True)),
+    Column("description", Text, comment="the merchant's own label"),
+    Column(
+        "disabled_reason",
+        Text,
+        comment="why disabled_at is set: the merchant, or the endpoint answered 410",
+    ),
     Index("ix_webhook_endpoints_merchant", "merchant_id", "mode"),
 )
 
@@ -245,12 +284,14 @@ webhook_deliveries = Table(
     Column("last_error", Text),
     _created(),
     Column("delivered_at", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True)),
     UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_once"),
     Index(
         "ix_webhook_deliveries_due",
         "next_attempt_at",
         postgresql_where=text("status = 'pending'"),
     ),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at", "id"),
 )
 
 outbox = Table(

@@ -1,0 +1,1 @@
+"""Deposit addresses: watch-only derivation from account xpubs, and imported pools."""

@@ -1,0 +1,1 @@
+"""``pago-admin``: merchants, sub-merchants, API keys, fees, xpubs and address pools."""

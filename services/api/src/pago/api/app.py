@@ -1,0 +1,211 @@
+"""Composition root: ``create_app(settings)`` wires every adapter; the lifespan owns them.
+
+Tests call the same function with other settings (or another ``RateProvider``) instead of
+patching anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from pago.api import health
+from pago.api.addresses import codec
+from pago.api.auth.service import Authenticator
+from pago.api.checkout_page import endpoints as checkout_page_endpoints
+from pago.api.errors import install_error_handlers
+from pago.api.idempotency import IdempotencyMiddleware, IdempotencyStore
+from pago.api.middleware import ErrorGuardMiddleware, MetricsMiddleware
+from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
+from pago.api.pricing.currencies import FIAT_MINOR_UNITS
+from pago.api.pricing.provider import HttpRateProvider, RateProvider, StaticRateProvider
+from pago.api.pricing.service import PricingService
+from pago.api.ratelimit import Limit, RateLimiter
+from pago.api.sessions import endpoints as sessions_endpoints
+from pago.api.sessions.service import SessionService
+from pago.api.settings import ApiSettings, RateProviderKind
+from pago.api.state import ApiState
+from pago.api.test_helpers import endpoints as test_helper_endpoints
+from pago.api.webhook_endpoints import endpoints as webhook_endpoints
+from pago.common.db.engine import create_engine
+from pago.common.errors import ConfigError
+from pago.common.events import TransferObserved
+from pago.common.kafka import create_broker, create_producer
+from pago.common.outbox import OutboxRelay
+from pago.common.redis import create_redis
+from pago.common.topics import CHAIN_TRANSFERS
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """
+Stablecoin checkout (USDT/USDC on TRON, SOLANA and EVM chains), wire-compatible with
+IronixPay's Checkout Sessions API.
+
+* **Auth**: `Authorization: Bearer sk_test_…|sk_live_…`; the key's mode selects test or live.
+* **Errors**: every 4xx/5xx — validation, unknown routes (404), wrong methods (405) included —
+  is `{"error": {"type", "code", "message", "param", "doc_url"}}`.
+* **Amounts** are decimal strings without trailing zeros; `exchange_rate` has 8 decimals and
+  is fiat units per 1 token.
+* **Rate limits** answer 429 `rate_limited` with `Retry-After`.
+"""
+
+
+def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = None) -> FastAPI:
+    registry = settings.registry
+    broker = create_broker(settings.kafka_bootstrap_servers, client_id="pago-api")
+    transfers = broker.publisher(
+        CHAIN_TRANSFERS,
+        title="chain.transfers",
+        description="Synthetic transfers from the test helpers, keyed `{network}:{address}`.",
+        schema=TransferObserved,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            codec.preload()
+            engine = create_engine(
+                settings.database_url, pool_size=settings.db_pool_size, application_name="pago-api"
+            )
+            stack.push_async_callback(engine.dispose)
+            redis = create_redis(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+            producer = create_producer(settings.kafka_bootstrap_servers, client_id="pago-api-relay")
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            provider = rate_provider
+            if provider is None:
+                provider = await _default_provider(settings, stack)
+            limiter = RateLimiter(redis)
+            authenticator = Authenticator(
+                # Lookups are single reads: autocommit spares a BEGIN/ROLLBACK round trip each.
+                engine.execution_options(isolation_level="AUTOCOMMIT"),
+                pepper=_pepper(settings),
+                limiter=limiter,
+                key_limit=Limit(settings.rate_limit_per_second, settings.rate_limit_burst),
+                ip_limit=Limit(settings.ip_rate_limit_per_second, settings.ip_rate_limit_burst),
+            )
+            stack.push_async_callback(authenticator.aclose)
+            pricing = PricingService(
+                provider,
+                redis,
+                cache_seconds=settings.rate_cache_seconds,
+                max_age_seconds=settings.rate_max_age_seconds,
+            )
+            app.state.pago = ApiState(
+                settings=settings,
+                registry=registry,
+                engine=engine,
+                redis=redis,
+                broker=broker,
+                transfers=transfers,
+                producer=producer,
+                authenticator=authenticator,
+                idempotency=IdempotencyStore(
+                    redis,
+                    ttl_seconds=settings.idempotency_ttl_seconds,
+                    lock_seconds=settings.idempotency_lock_seconds,
+                ),
+                sessions=SessionService(
+                    registry=registry,
+                    pricing=pricing,
+                    checkout_base_url=settings.checkout_base_url,
+                    watch_grace=timedelta(minutes=settings.watch_grace_minutes),
+                ),
+            )
+            if settings.run_outbox_relay:
+                relay = OutboxRelay(engine, producer)
+                task = asyncio.create_task(relay.run(), name="outbox-relay")
+                stack.push_async_callback(_stop_relay, relay, task)
+            yield
+
+    app = FastAPI(
+        title="Pago API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app, settings.error_doc_base_url)
+    app.include_router(sessions_endpoints.router)
+    app.include_router(test_helper_endpoints.router)
+    app.include_router(webhook_endpoints.router)
+    app.include_router(payment_exceptions_endpoints.router)
+    app.include_router(checkout_page_endpoints.router)
+    app.include_router(health.router)
+
+    def state() -> ApiState:
+        current: ApiState = app.state.pago
+        return current
+
+    # Added innermost first: ErrorGuard → Metrics → Idempotency → routes.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=lambda: state().idempotency,
+        admit=lambda: state().authenticator.admit,
+        doc_base_url=settings.error_doc_base_url,
+    )
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(
+        ErrorGuardMiddleware,
+        doc_base_url=settings.error_doc_base_url,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _pepper(settings: ApiSettings) -> bytes:
+    if settings.api_key_pepper is None:  # SecretSettings fills it in (or refuses to start)
+        raise ConfigError("PAGO_API_KEY_PEPPER is not set")
+    return settings.api_key_pepper.get_secret_value().encode()
+
+
+async def _default_provider(
+    settings: ApiSettings, stack: contextlib.AsyncExitStack
+) -> RateProvider:
+    if settings.rate_provider is RateProviderKind.STATIC:
+        return StaticRateProvider(settings.static_rates)
+    client = httpx.AsyncClient(timeout=settings.rate_http_timeout_seconds)
+    stack.push_async_callback(client.aclose)
+    key = settings.rate_http_api_key
+    return HttpRateProvider(
+        client,
+        settings.rate_http_url,
+        FIAT_MINOR_UNITS,
+        api_key=key.get_secret_value() if key else None,
+    )
+
+
+async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
+    relay.stop()
+    try:
+        await asyncio.wait_for(task, timeout=10)
+    except TimeoutError:
+        task.cancel()
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document minus its 422 responses: validation errors here are 400 envelopes."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = schema
+    return schema

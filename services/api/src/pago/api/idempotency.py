@@ -1,0 +1,313 @@
+"""``Idempotency-Key`` for POSTs under ``/v1/``, kept in Redis.
+
+Rules (IronixPay's, as ARCHITECTURE.md "HTTP API" states them):
+
+- scope: merchant (in one mode) + sub-merchant + key; the fingerprint is the method, the path
+  and the canonical JSON of the body (key order and whitespace do not matter);
+- the first request takes a lock; a second one with the same key gets 409
+  ``request_in_progress`` (``Retry-After``) while it runs, or 409 ``idempotency_conflict`` if its
+  body differs;
+- a 2xx response is kept for ``ttl`` (24 h) and replayed byte for byte with
+  ``Idempotency-Replayed: true``; any other outcome releases the key, because nothing was
+  committed and the client may retry (with a corrected body, too);
+- the lock lives ``lock_seconds`` and the request renews it while it runs, so only a crashed
+  process's lock lapses;
+- Redis unreachable → 503 ``service_unavailable``: without the record a retry could create a
+  second session, so no request carrying a key runs.
+
+The middleware buffers the inner response and stores it *after* the inner app returned, which
+is after the request's transaction committed (the transaction is a function-scoped dependency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pago.api.auth.principal import Principal
+from pago.api.errors import (
+    ApiError,
+    IdempotencyConflict,
+    InvalidRequest,
+    RequestInProgress,
+    ServiceUnavailable,
+    error_response,
+)
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotency-Replayed"
+MAX_KEY_LENGTH = 255
+
+# KEYS[1] record; ARGV fingerprint, token, lock ms. Returns {"acquired"} or the record.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'fp', ARGV[1], 'token', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'acquired'}
+end
+local v = redis.call('HMGET', KEYS[1], 'state', 'fp', 'status', 'ctype', 'body')
+return {v[1] or '', v[2] or '', v[3] or '', v[4] or '', v[5] or ''}
+"""
+# KEYS[1]; ARGV token, status, content type, body, ttl ms.
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'ctype', ARGV[3], 'body', ARGV[4])
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    token: str
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Method, path and canonical JSON (sorted keys, no whitespace); raw bytes if not JSON."""
+    try:
+        canonical = json.dumps(
+            json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+    except (ValueError, RecursionError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def record_key(principal: Principal, key: str) -> str:
+    sub = principal.sub_merchant.id if principal.sub_merchant else "-"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"pago:idem:{principal.mode.value}:{principal.merchant.id}:{sub}:{digest}"
+
+
+class IdempotencyStore:
+    def __init__(self, redis: Redis, *, ttl_seconds: int, lock_seconds: float) -> None:
+        self._redis = redis
+        self.ttl_ms = ttl_seconds * 1000
+        self.lock_ms = max(1, round(lock_seconds * 1000))
+        self._begin = redis.register_script(_BEGIN)
+        self._complete = redis.register_script(_COMPLETE)
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+
+    async def begin(self, key: str, fp: str) -> Acquired | StoredResponse:
+        """Take the key, or return the response stored for it; raise on conflict or in-progress."""
+        token = secrets.token_hex(16)
+        result = await self._begin(keys=[key], args=[fp, token, self.lock_ms])
+        if result[0] == b"acquired":
+            return Acquired(token)
+        state, stored_fp, status, ctype, body = (bytes(v) for v in result)
+        if stored_fp.decode() != fp:
+            raise IdempotencyConflict(
+                "This Idempotency-Key was used with a different request (method, path or body)."
+                " Use a new key for a new request.",
+                param=HEADER,
+            )
+        if state != b"done":
+            raise RequestInProgress(
+                "A request with this Idempotency-Key is still running; retry shortly.",
+                retry_after=1,
+            )
+        return StoredResponse(int(status), ctype.decode(), body)
+
+    async def complete(self, key: str, token: str, response: StoredResponse) -> bool:
+        done = await self._complete(
+            keys=[key],
+            args=[token, response.status, response.content_type, response.body, self.ttl_ms],
+        )
+        return bool(done)
+
+    async def release(self, key: str, token: str) -> None:
+        await self._release(keys=[key], args=[token])
+
+    async def renew(self, key: str, token: str) -> bool:
+        return bool(await self._renew(keys=[key], args=[token, self.lock_ms]))
+
+
+Admit = Callable[[Request], Awaitable[Principal]]
+
+
+class IdempotencyMiddleware:
+    """Applies ``IdempotencyStore`` to POST requests under ``/v1/`` that carry the header.
+
+    It admits the request first (rate limit and API key) because the scope is the merchant;
+    the principal is left in ``request.state.principal`` so the endpoint does not admit twice.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Callable[[], IdempotencyStore],
+        admit: Callable[[], Admit],
+        doc_base_url: str | None,
+    ) -> None:
+        self.app = app
+        self._store = store
+        self._admit = admit
+        self._doc_base_url = doc_base_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not str(scope["path"]).startswith("/v1/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        key = Headers(scope=scope).get(HEADER.lower())
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._admit()(Request(scope))
+            scope.setdefault("state", {})["principal"] = principal
+            if not key or len(key) > MAX_KEY_LENGTH:
+                raise InvalidRequest(
+                    f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters long.", param=HEADER
+                )
+            body = await _read_body(receive)
+            store = self._store()
+            rkey = record_key(principal, key)
+            try:
+                outcome = await store.begin(rkey, fingerprint("POST", scope["path"], body))
+            except RedisError:
+                log.warning("idempotency store unavailable (Redis)", exc_info=True)
+                raise ServiceUnavailable(
+                    "Idempotency keys cannot be checked right now; retry shortly.", retry_after=1
+                ) from None
+        except ApiError as error:
+            await error_response(error, self._doc_base_url)(scope, receive, send)
+            return
+        if isinstance(outcome, StoredResponse):
+            await _send_stored(outcome, send)
+            return
+        await self._run(scope, _replay(body, receive), send, store, rkey, outcome.token)
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        store: IdempotencyStore,
+        rkey: str,
+        token: str,
+    ) -> None:
+        messages: list[Message] = []
+
+        async def buffer(message: Message) -> None:
+            messages.append(message)
+
+        renewer = asyncio.create_task(self._keep_lock(store, rkey, token))
+        try:
+            await self.app(scope, receive, buffer)
+        except BaseException:
+            renewer.cancel()
+            with contextlib.suppress(RedisError):
+                await store.release(rkey, token)
+            raise
+        renewer.cancel()
+        start = next((m for m in messages if m["type"] == "http.response.start"), None)
+        status = int(start["status"]) if start else 500
+        try:
+            if 200 <= status < 300 and start is not None:
+                body = b"".join(
+                    m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+                )
+                ctype = Headers(raw=start.get("headers", [])).get(
+                    "content-type", "application/json"
+                )
+                if not await store.complete(rkey, token, StoredResponse(status, ctype, body)):
+                    log.error("idempotency lock was lost before the response was stored")
+            else:
+                await store.release(rkey, token)
+        except RedisError:
+            # Committed, but unrecorded: a retry after Redis returns could run again. Loud,
+            # because it is the one window this design leaves open.
+            log.error("could not record an idempotent response (Redis)", exc_info=True)
+        for message in messages:
+            await send(message)
+
+    async def _keep_lock(self, store: IdempotencyStore, rkey: str, token: str) -> None:
+        interval = store.lock_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await store.renew(rkey, token):
+                    log.error("idempotency lock lapsed while its request was running")
+                    return
+            except RedisError:
+                log.warning("could not renew an idempotency lock (Redis)", exc_info=True)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _send_stored(response: StoredResponse, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [
+                (b"content-type", response.content_type.encode("latin-1")),
+                (b"content-length", str(len(response.body)).encode()),
+                (REPLAYED_HEADER.lower().encode(), b"true"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})

@@ -1,0 +1,143 @@
+"""Pure ASGI middlewares: the last-resort error guard and request metrics.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) because they sit on every request's hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pago.api.errors import (
+    ApiError,
+    InternalError,
+    PayloadTooLarge,
+    error_response,
+    from_http_exception,
+)
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "pago_api_requests_total",
+    "HTTP requests by route template and status",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "pago_api_request_seconds",
+    "HTTP request latency by route template",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once a body passes the limit; renders as 413."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
+
+
+class ErrorGuardMiddleware:
+    """Turns anything that escaped the exception handlers into the error envelope.
+
+    An unexpected exception is logged with its traceback and answered with a 500 ``api_error``
+    that carries no detail; a body over ``max_body_bytes`` is a 413. Starlette's own
+    ``ServerErrorMiddleware`` would re-raise after answering (a second, noisy log line).
+    """
+
+    def __init__(self, app: ASGIApp, *, doc_base_url: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.doc_base_url = doc_base_url
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        received = 0
+        limit = self.max_body_bytes
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._respond(scope, receive, send, PayloadTooLarge(self._too_large()))
+            return
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except StarletteHTTPException as exc:
+            if started:
+                raise
+            error = from_http_exception(Request(scope), exc)
+            if isinstance(exc, BodyTooLarge):
+                error = PayloadTooLarge(self._too_large())
+            await self._respond(scope, receive, send, error)
+        except ApiError as exc:
+            if started:
+                raise
+            await self._respond(scope, receive, send, exc)
+        except Exception:
+            log.exception(
+                "unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")}
+            )
+            if started:
+                return  # half a response is out; the server closes the connection
+            await self._respond(
+                scope, receive, send, InternalError("An unexpected error occurred.")
+            )
+
+    def _too_large(self) -> str:
+        return f"The request body is larger than {self.max_body_bytes} bytes."
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+        await error_response(error, self.doc_base_url)(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency per route template (not per raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = str(scope.get("method", ""))
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(time.perf_counter() - started)

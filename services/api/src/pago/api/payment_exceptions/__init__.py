@@ -1,0 +1,1 @@
+"""The Resolution API: payment exceptions the matcher raised, and operators' decisions."""

@@ -1,0 +1,1 @@
+"""Checkout Sessions: create, retrieve, list and expire (IronixPay-compatible)."""

@@ -1,0 +1,33 @@
+"""What the lifespan builds once per process and every request uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher.asyncapi import AsyncAPIDefaultPublisher
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pago.api.auth.service import Authenticator
+from pago.api.idempotency import IdempotencyStore
+from pago.api.sessions.service import SessionService
+from pago.api.settings import ApiSettings
+from pago.common.networks import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    settings: ApiSettings
+    registry: Registry
+    engine: AsyncEngine
+    redis: Redis
+    broker: KafkaBroker
+    transfers: AsyncAPIDefaultPublisher
+    """Publisher of ``chain.transfers`` (test helpers only; everything else uses the outbox)."""
+    producer: AIOKafkaProducer
+    """The outbox relay's producer (raw aiokafka, as ``OutboxRelay`` wants)."""
+    authenticator: Authenticator
+    idempotency: IdempotencyStore
+    sessions: SessionService

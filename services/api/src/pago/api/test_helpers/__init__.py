@@ -1,0 +1,1 @@
+"""Test helpers (test-mode keys only): drive the pipeline without a chain."""

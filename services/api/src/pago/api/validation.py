@@ -1,0 +1,55 @@
+"""Reusable pydantic field types for request input (strings that Postgres and humans accept)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+
+def safe_text(value: str) -> str:
+    """Refuse what a ``text`` column cannot hold: NUL and unpaired surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def http_url(value: str) -> str:
+    """An absolute http(s) URL, kept exactly as given (no normalization)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    ):
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+def upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timestamp without an offset is UTC (RFC 3339 wants one; be lenient on input)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+SafeStr = Annotated[str, AfterValidator(safe_text)]
+HttpUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=2048, examples=["https://shop.example/thanks"]),
+    AfterValidator(safe_text),
+    AfterValidator(http_url),
+]
+UpperCase = BeforeValidator(upper)
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]

@@ -1,0 +1,1 @@
+"""AML screening of a transfer's sender: a local sanctions list, then a risk provider."""

@@ -1,0 +1,513 @@
+"""Every SQL statement of the matcher. Callers own the transaction; nothing here commits.
+
+Lock order, which keeps the matcher's replicas, its scheduler and the resolution worker free of
+deadlocks: session rows first, in ascending id order, then anything keyed by those sessions
+(their transactions and payment exceptions).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import RowMapping, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pago.common.enums import ExceptionKind, ExceptionStatus, SessionStatus
+
+LIVE = (SessionStatus.PENDING.value, SessionStatus.UNDERPAID.value)
+
+TransferId = tuple[str, str, int]
+"""``(network, tx_hash, log_index)``: the identity of a transfer, unique in Postgres."""
+
+
+# Each lookup below filters by "= ANY(array)" on an indexed column before matching the exact
+# tuples: joined straight against unnest(), the planner (which cannot see the arrays' sizes)
+# picks a hash join over a full scan of the table — 60 ms at 50,000 sessions, linear beyond.
+_KNOWN_TRANSFERS = text(
+    """
+    SELECT t.network, t.tx_hash, t.log_index, t.session_id
+    FROM session_transactions AS t
+    JOIN unnest(CAST(:networks AS text[]), CAST(:hashes AS text[]), CAST(:indexes AS int[]))
+      AS k(network, tx_hash, log_index)
+      ON t.network = k.network AND t.tx_hash = k.tx_hash AND t.log_index = k.log_index
+    WHERE t.tx_hash = ANY(CAST(:hashes AS text[]))
+    """
+)
+
+
+async def sessions_of_known_transfers(
+    conn: AsyncConnection, ids: Iterable[TransferId]
+) -> dict[TransferId, str]:
+    """The session each already-recorded transfer belongs to (it never moves to another)."""
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    result = await conn.execute(
+        _KNOWN_TRANSFERS,
+        {
+            "networks": [i[0] for i in ids],
+            "hashes": [i[1] for i in ids],
+            "indexes": [i[2] for i in ids],
+        },
+    )
+    return {(r.network, r.tx_hash, r.log_index): r.session_id for r in result}
+
+
+_LOCK_TARGETS = text(
+    """
+    SELECT * FROM checkout_sessions
+    WHERE id = ANY(CAST(:ids AS text[]))
+       OR (network = ANY(CAST(:networks AS text[])) AND mode = ANY(CAST(:modes AS text[]))
+           AND lower(pay_address) = ANY(CAST(:addresses AS text[])))
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
+
+async def lock_targets(
+    conn: AsyncConnection, ids: Iterable[str], addresses: Iterable[tuple[str, str, str]]
+) -> dict[str, RowMapping]:
+    """Lock and read the sessions ``ids`` and every session whose deposit address is one of
+    ``(network, mode, lower(address))``, in one round trip (ascending id order).
+
+    Addresses compare lower-cased on both sides so that ``ix_sessions_pay_address_ci`` serves
+    every family; callers keep only exact matches for the case-sensitive (base58) families.
+    The three columns are matched each against its own array (what the index can serve), so an
+    address of one network also matches on another listed network; the caller routes by exact
+    key, and the few extra sessions locked (and terminal ones that once held an address) cost
+    less than a second round trip to find out which session is the one.
+    """
+    ids = sorted(set(ids))
+    keys = set(addresses)
+    if not ids and not keys:
+        return {}
+    result = await conn.execute(
+        _LOCK_TARGETS,
+        {
+            "ids": ids,
+            "networks": sorted({k[0] for k in keys}),
+            "modes": sorted({k[1] for k in keys}),
+            "addresses": sorted({k[2] for k in keys}),
+        },
+    )
+    return {row["id"]: row for row in result.mappings()}
+
+
+async def lock_sessions(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, RowMapping]:
+    """Lock the sessions (ascending id order: no deadlock between lockers) and read them."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    result = await conn.execute(
+        text("SELECT * FROM checkout_sessions WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        {"ids": ids},
+    )
+    return {row["id"]: row for row in result.mappings()}
+
+
+async def lock_expiring_sessions(
+    conn: AsyncConnection, now: datetime, limit: int
+) -> dict[str, RowMapping]:
+    """Lock up to ``limit`` payable sessions past ``expires_at`` that nobody else holds.
+
+    ``SKIP LOCKED``: a session the consumer is crediting right now is left alone (the payment
+    wins), and replicas running this at once split the work instead of queueing on it.
+    """
+    result = await conn.execute(
+        text(
+            """
+            SELECT * FROM checkout_sessions
+            WHERE status IN ('Pending', 'Underpaid') AND expires_at <= :now
+            ORDER BY expires_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+            """
+        ),
+        {"now": now, "limit": limit},
+    )
+    return {row["id"]: row for row in result.mappings()}
+
+
+async def transactions_of(
+    conn: AsyncConnection, session_ids: Iterable[str]
+) -> dict[str, list[RowMapping]]:
+    """Each session's transaction rows in the order they were first seen."""
+    ids = list(set(session_ids))
+    rows: dict[str, list[RowMapping]] = defaultdict(list)
+    if not ids:
+        return rows
+    result = await conn.execute(
+        text("SELECT * FROM session_transactions WHERE session_id = ANY(:ids) ORDER BY id"),
+        {"ids": ids},
+    )
+    for row in result.mappings():
+        rows[row["session_id"]].append(row)
+    return rows
+
+
+async def merchants(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, RowMapping]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    result = await conn.execute(text("SELECT * FROM merchants WHERE id = ANY(:ids)"), {"ids": ids})
+    return {row["id"]: row for row in result.mappings()}
+
+
+async def sub_merchant_codes(conn: AsyncConnection, ids: Iterable[str | None]) -> dict[str, str]:
+    wanted = [i for i in set(ids) if i is not None]
+    if not wanted:
+        return {}
+    result = await conn.execute(
+        text("SELECT id, code FROM sub_merchants WHERE id = ANY(:ids)"), {"ids": wanted}
+    )
+    return {r.id: r.code for r in result}
+
+
+_UPSERT_TRANSACTIONS = text(
+    """
+    INSERT INTO session_transactions AS t (
+        session_id, network, tx_hash, log_index, token, contract, amount, decimals,
+        from_address, block_number, block_hash, status, credited, confirmations, aml_flags,
+        created_at, updated_at
+    )
+    SELECT * FROM unnest(
+        CAST(:session_ids AS text[]), CAST(:networks AS text[]), CAST(:hashes AS text[]),
+        CAST(:indexes AS int[]), CAST(:tokens AS text[]), CAST(:contracts AS text[]),
+        CAST(:amounts AS numeric[]), CAST(:decimals AS smallint[]), CAST(:froms AS text[]),
+        CAST(:blocks AS bigint[]), CAST(:block_hashes AS text[]), CAST(:statuses AS text[]),
+        CAST(:credited AS boolean[]), CAST(:confirmations AS int[]), CAST(:flags AS jsonb[]),
+        CAST(:created AS timestamptz[]), CAST(:updated AS timestamptz[])
+    )
+    ON CONFLICT (network, tx_hash, log_index) DO UPDATE SET
+        status = EXCLUDED.status,
+        credited = EXCLUDED.credited,
+        confirmations = EXCLUDED.confirmations,
+        aml_flags = EXCLUDED.aml_flags,
+        block_number = EXCLUDED.block_number,
+        block_hash = EXCLUDED.block_hash,
+        updated_at = EXCLUDED.updated_at
+    WHERE t.session_id = EXCLUDED.session_id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionWrite:
+    session_id: str
+    network: str
+    tx_hash: str
+    log_index: int
+    token: str
+    contract: str
+    amount: int
+    """Base units of ``token``."""
+    decimals: int
+    from_address: str
+    block_number: int
+    block_hash: str
+    status: str
+    credited: bool
+    confirmations: int
+    aml_flags: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+async def upsert_transactions(conn: AsyncConnection, rows: Sequence[TransactionWrite]) -> None:
+    """Insert or update transaction rows by identity (each identity at most once per call).
+
+    The ``WHERE`` on the update keeps a transfer in the session that first recorded it even if
+    a caller got the routing wrong: the row stays put rather than moving money between sessions.
+    """
+    if not rows:
+        return
+    await conn.execute(
+        _UPSERT_TRANSACTIONS,
+        {
+            "session_ids": [r.session_id for r in rows],
+            "networks": [r.network for r in rows],
+            "hashes": [r.tx_hash for r in rows],
+            "indexes": [r.log_index for r in rows],
+            "tokens": [r.token for r in rows],
+            "contracts": [r.contract for r in rows],
+            "amounts": [Decimal(r.amount) for r in rows],
+            "decimals": [r.decimals for r in rows],
+            "froms": [r.from_address for r in rows],
+            "blocks": [r.block_number for r in rows],
+            "block_hashes": [r.block_hash for r in rows],
+            "statuses": [r.status for r in rows],
+            "credited": [r.credited for r in rows],
+            "confirmations": [r.confirmations for r in rows],
+            "flags": [json.dumps(list(r.aml_flags)) for r in rows],
+            "created": [r.created_at for r in rows],
+            "updated": [r.updated_at for r in rows],
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    id: str
+    expected_version: int
+    """The version read under the lock: the update is a compare-and-set on it."""
+    status: str
+    amount_received: int
+    fee_amount: int
+    net_amount: int
+    expires_at: datetime
+    version: int
+
+
+_UPDATE_SESSIONS = text(
+    """
+    UPDATE checkout_sessions AS s SET
+        status = v.status,
+        amount_received = v.received,
+        fee_amount = v.fee,
+        net_amount = v.net,
+        expires_at = v.expires_at,
+        version = v.version,
+        updated_at = :now
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:expected AS int[]), CAST(:statuses AS text[]),
+        CAST(:received AS numeric[]), CAST(:fees AS numeric[]), CAST(:nets AS numeric[]),
+        CAST(:expires AS timestamptz[]), CAST(:versions AS int[])
+    ) AS v(id, expected, status, received, fee, net, expires_at, version)
+    WHERE s.id = v.id AND s.version = v.expected AND s.id = ANY(CAST(:ids AS text[]))
+    RETURNING s.id
+    """
+)
+
+
+async def update_sessions(
+    conn: AsyncConnection, rows: Sequence[SessionWrite], now: datetime
+) -> set[str]:
+    """Write the new state of each session whose version is still the expected one; return
+    the ids written (callers hold the row locks, so a miss means a bug, not a race)."""
+    if not rows:
+        return set()
+    result = await conn.execute(
+        _UPDATE_SESSIONS,
+        {
+            "now": now,
+            "ids": [r.id for r in rows],
+            "expected": [r.expected_version for r in rows],
+            "statuses": [r.status for r in rows],
+            "received": [Decimal(r.amount_received) for r in rows],
+            "fees": [Decimal(r.fee_amount) for r in rows],
+            "nets": [Decimal(r.net_amount) for r in rows],
+            "expires": [r.expires_at for r in rows],
+            "versions": [r.version for r in rows],
+        },
+    )
+    return {row.id for row in result}
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionWrite:
+    id: str
+    session_id: str
+    merchant_id: str
+    mode: str
+    kind: str
+    network: str
+    tx_hash: str
+    log_index: int
+    token: str
+    amount: int
+    """Base units of ``token``."""
+    decimals: int
+    detail: str
+    created_at: datetime
+
+
+_INSERT_EXCEPTIONS = text(
+    """
+    INSERT INTO payment_exceptions (
+        id, session_id, merchant_id, mode, kind, status, network, tx_hash, log_index, token,
+        amount, decimals, detail, created_at
+    )
+    SELECT u.id, u.session_id, u.merchant_id, u.mode, u.kind, 'open', u.network, u.tx_hash,
+           u.log_index, u.token, u.amount, u.decimals, u.detail, u.created_at
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:session_ids AS text[]), CAST(:merchant_ids AS text[]),
+        CAST(:modes AS text[]), CAST(:kinds AS text[]), CAST(:networks AS text[]),
+        CAST(:hashes AS text[]), CAST(:indexes AS int[]), CAST(:tokens AS text[]),
+        CAST(:amounts AS numeric[]), CAST(:decimals AS smallint[]), CAST(:details AS text[]),
+        CAST(:created AS timestamptz[])
+    ) AS u(id, session_id, merchant_id, mode, kind, network, tx_hash, log_index, token,
+           amount, decimals, detail, created_at)
+    ON CONFLICT (kind, network, tx_hash, log_index) DO NOTHING
+    RETURNING kind
+    """
+)
+
+
+async def insert_exceptions(conn: AsyncConnection, rows: Sequence[ExceptionWrite]) -> list[str]:
+    """Open the exceptions not opened before (one case per kind and transfer); return the kinds
+    of those actually opened."""
+    if not rows:
+        return []
+    result = await conn.execute(
+        _INSERT_EXCEPTIONS,
+        {
+            "ids": [r.id for r in rows],
+            "session_ids": [r.session_id for r in rows],
+            "merchant_ids": [r.merchant_id for r in rows],
+            "modes": [r.mode for r in rows],
+            "kinds": [r.kind for r in rows],
+            "networks": [r.network for r in rows],
+            "hashes": [r.tx_hash for r in rows],
+            "indexes": [r.log_index for r in rows],
+            "tokens": [r.token for r in rows],
+            "amounts": [Decimal(r.amount) for r in rows],
+            "decimals": [r.decimals for r in rows],
+            "details": [r.detail for r in rows],
+            "created": [r.created_at for r in rows],
+        },
+    )
+    return [row.kind for row in result]
+
+
+async def close_aml_holds(
+    conn: AsyncConnection, decided: Mapping[TransferId, str], now: datetime
+) -> int:
+    """Close the open ``aml_unavailable`` cases of transfers now screened and decided.
+
+    The hold was a placeholder while the provider was down; the transfer's own outcome (credit,
+    ``blocked_funds``, …) is now recorded, so the case is dismissed with that outcome as note.
+    """
+    if not decided:
+        return 0
+    keys = list(decided)
+    result = await conn.execute(
+        text(
+            """
+            UPDATE payment_exceptions AS e SET
+                status = :dismissed, resolved_at = :now, resolution_note = k.note
+            FROM unnest(CAST(:networks AS text[]), CAST(:hashes AS text[]),
+                        CAST(:indexes AS int[]), CAST(:notes AS text[]))
+              AS k(network, tx_hash, log_index, note)
+            WHERE e.kind = :kind AND e.status = :open
+              AND e.network = k.network AND e.tx_hash = k.tx_hash AND e.log_index = k.log_index
+              AND e.network = ANY(CAST(:networks AS text[]))
+              AND e.tx_hash = ANY(CAST(:hashes AS text[]))
+            """
+        ),
+        {
+            "dismissed": ExceptionStatus.DISMISSED.value,
+            "open": ExceptionStatus.OPEN.value,
+            "kind": ExceptionKind.AML_UNAVAILABLE.value,
+            "now": now,
+            "networks": [k[0] for k in keys],
+            "hashes": [k[1] for k in keys],
+            "indexes": [k[2] for k in keys],
+            "notes": [decided[k] for k in keys],
+        },
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def held_transfers(conn: AsyncConnection, limit: int) -> list[RowMapping]:
+    """Transfers held uncredited for want of a screening, with their session's mode and
+    address (what a redelivered ``TransferObserved`` would carry)."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT t.*, s.mode, s.pay_address
+            FROM payment_exceptions AS e
+            JOIN session_transactions AS t
+              ON t.network = e.network AND t.tx_hash = e.tx_hash AND t.log_index = e.log_index
+            JOIN checkout_sessions AS s ON s.id = t.session_id
+            WHERE e.kind = :kind AND e.status = :open
+              AND t.status = 'Confirming' AND NOT t.credited
+            ORDER BY e.created_at
+            LIMIT :limit
+            """
+        ),
+        {
+            "kind": ExceptionKind.AML_UNAVAILABLE.value,
+            "open": ExceptionStatus.OPEN.value,
+            "limit": limit,
+        },
+    )
+    return list(result.mappings())
+
+
+async def count_held(conn: AsyncConnection) -> int:
+    result = await conn.execute(
+        text("SELECT count(*) FROM payment_exceptions WHERE kind = :kind AND status = :open"),
+        {"kind": ExceptionKind.AML_UNAVAILABLE.value, "open": ExceptionStatus.OPEN.value},
+    )
+    return int(result.scalar_one())
+
+
+async def requested_resolutions(conn: AsyncConnection, limit: int) -> list[tuple[str, str]]:
+    """``(exception id, session id)`` of resolutions waiting to be applied, oldest first."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT id, session_id FROM payment_exceptions
+            WHERE requested_action IS NOT NULL AND status = :open
+            ORDER BY requested_at
+            LIMIT :limit
+            """
+        ),
+        {"open": ExceptionStatus.OPEN.value, "limit": limit},
+    )
+    return [(r.id, r.session_id) for r in result]
+
+
+async def lock_requested_exception(conn: AsyncConnection, exception_id: str) -> RowMapping | None:
+    """The exception, locked, if a resolution is still waiting on it (after its session lock)."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT * FROM payment_exceptions
+            WHERE id = :id AND requested_action IS NOT NULL AND status = :open
+            FOR UPDATE
+            """
+        ),
+        {"id": exception_id, "open": ExceptionStatus.OPEN.value},
+    )
+    return result.mappings().first()
+
+
+async def finish_resolution(
+    conn: AsyncConnection, exception_id: str, status: ExceptionStatus, now: datetime
+) -> None:
+    await conn.execute(
+        text(
+            """
+            UPDATE payment_exceptions SET
+                status = :status, resolved_at = :now, requested_action = NULL,
+                resolution_error = NULL
+            WHERE id = :id
+            """
+        ),
+        {"id": exception_id, "status": status.value, "now": now},
+    )
+
+
+async def reject_resolution(conn: AsyncConnection, exception_id: str, error: str) -> None:
+    """The requested action does not fit the session: the case stays open with the reason."""
+    await conn.execute(
+        text(
+            """
+            UPDATE payment_exceptions SET requested_action = NULL, resolution_error = :error
+            WHERE id = :id
+            """
+        ),
+        {"id": exception_id, "error": error},
+    )
+
+
+def as_dict(row: RowMapping) -> dict[str, Any]:
+    return dict(row)

@@ -1,0 +1,187 @@
+"""Apply a batch of observed transfers to the sessions they pay, in the caller's transaction.
+
+Routing: a transfer already recorded stays with its session (its identity is unique in
+Postgres); a new one goes to the session whose deposit address it was sent to — the payable
+one if there is one, else the newest (a late payment to an address that is no longer live).
+Finding and locking those sessions is one statement; the domain then decides each transfer in
+the batch's order, and the book writes every decision at once. Nothing here commits: the
+consumer commits, then acks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pago.common.enums import ChainFamily, TransferStage
+from pago.common.events import TransferObserved
+from pago.common.sessions import chain_family
+from pago.matcher import metrics, repository
+from pago.matcher.aml.screener import Sender
+from pago.matcher.book import SessionBook, TxMeta
+from pago.matcher.domain import AmlOutcome, AmlVerdict, Observation, apply_observation
+
+log = logging.getLogger(__name__)
+
+_CLEAR = AmlVerdict.clear()
+
+
+def normalized_tx_hash(transfer: TransferObserved) -> str:
+    """EVM and TRON transaction ids are hex, whose case carries nothing; Solana signatures are
+    base58, whose case is the value. One spelling per transfer keeps the identity unique."""
+    if chain_family(transfer.network) is ChainFamily.SOLANA:
+        return transfer.tx_hash
+    return transfer.tx_hash.lower()
+
+
+def identity(transfer: TransferObserved) -> repository.TransferId:
+    return (transfer.network.value, normalized_tx_hash(transfer), transfer.log_index)
+
+
+def _address_key(transfer: TransferObserved) -> tuple[str, str, str]:
+    return (transfer.network.value, transfer.mode.value, transfer.to_address.strip().lower())
+
+
+def sender(transfer: TransferObserved) -> Sender:
+    return (transfer.network, transfer.from_address)
+
+
+def senders_to_screen(transfers: Iterable[TransferObserved]) -> list[Sender]:
+    """The senders whose verdict the domain may read: only a confirmed transfer credits."""
+    return [sender(t) for t in transfers if t.stage is TransferStage.CONFIRMED]
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch did; ``committed()`` records it once the transaction has committed."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(stage, result) → transfers."""
+    invalid: Counter[str] = field(default_factory=Counter)
+    book: SessionBook | None = None
+
+    def committed(self) -> None:
+        for (stage, result), n in self.counts.items():
+            metrics.TRANSFERS.labels(stage, result).inc(n)
+        for reason, n in self.invalid.items():
+            metrics.INVALID_TRANSFERS.labels(reason).inc(n)
+        if self.book is not None:
+            self.book.committed()
+
+    def count(self, result: str) -> int:
+        return sum(n for (_, r), n in self.counts.items() if r == result)
+
+
+class TransferMatcher:
+    def __init__(self, *, checkout_base_url: str) -> None:
+        self._base_url = checkout_base_url
+
+    async def _lock_targets(
+        self,
+        conn: AsyncConnection,
+        transfers: Sequence[TransferObserved],
+        ids: Sequence[repository.TransferId],
+    ) -> tuple[dict[repository.TransferId, str], dict[str, RowMapping]]:
+        """Lock the sessions the transfers pay and say which transfer pays which."""
+        known = await repository.sessions_of_known_transfers(conn, ids)
+        pending = [
+            (t, transfer_id, _address_key(t))
+            for t, transfer_id in zip(transfers, ids, strict=True)
+            if transfer_id not in known
+        ]
+        rows = await repository.lock_targets(conn, known.values(), (k for _, _, k in pending))
+        by_address: dict[tuple[str, str, str], list[RowMapping]] = defaultdict(list)
+        for row in rows.values():
+            by_address[(row["network"], row["mode"], row["pay_address"].lower())].append(row)
+        target = dict(known)
+        for t, transfer_id, key in pending:
+            found = by_address.get(key, [])
+            if chain_family(t.network) is not ChainFamily.EVM:
+                found = [r for r in found if r["pay_address"] == t.to_address.strip()]
+            if found:
+                live = [r for r in found if r["status"] in repository.LIVE]
+                target[transfer_id] = max(live or found, key=lambda r: r["created_at"])["id"]
+        return target, rows
+
+    async def apply(
+        self,
+        conn: AsyncConnection,
+        transfers: Sequence[TransferObserved],
+        verdicts: Mapping[Sender, AmlVerdict],
+        now: datetime,
+    ) -> BatchOutcome:
+        """Record and apply ``transfers`` (in order) within ``conn``'s open transaction.
+
+        ``verdicts`` must screen the sender of every confirmed transfer; a missing one counts
+        as unavailable, so an unscreened transfer is held, never credited.
+        """
+        outcome = BatchOutcome()
+        if not transfers:
+            return outcome
+        ids = [identity(t) for t in transfers]
+        target, rows = await self._lock_targets(conn, transfers, ids)
+        book = await SessionBook.open(
+            conn, rows, now=now, checkout_base_url=self._base_url, source="transfer"
+        )
+        outcome.book = book
+        for transfer, transfer_id in zip(transfers, ids, strict=True):
+            stage = transfer.stage.value
+            session_id = target.get(transfer_id)
+            if session_id is None or session_id not in book.sessions:
+                outcome.counts[(stage, "unknown_address")] += 1
+                continue
+            session = book.sessions[session_id]
+            if (
+                transfer.token is session.state.token
+                and transfer.decimals != session.state.decimals
+            ):
+                # Same token, other decimals: a registry mismatch would credit 10^k times too
+                # much or too little. Keep it out and loud; the record stays in Kafka to replay.
+                outcome.invalid["decimals_mismatch"] += 1
+                log.error(
+                    "transfer decimals differ from the session's token decimals; not applied",
+                    extra={"session_id": session_id, "transfer": transfer_id},
+                )
+                continue
+            observation = Observation(
+                tx_hash=transfer_id[1],
+                log_index=transfer.log_index,
+                token=transfer.token,
+                amount=transfer.amount_raw,
+                from_address=transfer.from_address,
+                stage=transfer.stage,
+                confirmations=transfer.confirmations,
+            )
+            verdict = _CLEAR
+            if transfer.stage is TransferStage.CONFIRMED:
+                verdict = verdicts.get(sender(transfer), AmlVerdict.unavailable())
+            before = session.state.tx(observation.key)
+            decision = apply_observation(session.state, observation, verdict, now, session.policy)
+            if not decision.changed:
+                outcome.counts[(stage, "duplicate")] += 1
+                continue
+            meta = TxMeta(
+                network=transfer_id[0],
+                contract=transfer.contract,
+                decimals=transfer.decimals,
+                block_number=transfer.block_number,
+                block_hash=transfer.block_hash,
+                created_at=now,
+            )
+            book.apply(session, decision, meta=meta)
+            if (
+                before is not None  # only a transfer recorded earlier can be on hold
+                and transfer.stage is TransferStage.CONFIRMED
+                and decision.tx is not None
+                and verdict.outcome is not AmlOutcome.UNAVAILABLE
+            ):
+                book.note_screened(transfer_id, verdict.outcome.value)
+            outcome.counts[(stage, "applied")] += 1
+        await book.flush(conn)
+        return outcome

@@ -1,0 +1,3 @@
+from pago.watcher.main import main
+
+main()

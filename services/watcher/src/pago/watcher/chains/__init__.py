@@ -1,0 +1,1 @@
+"""Chain sources: one ``ChainSource`` implementation per chain family (see ``base.py``)."""

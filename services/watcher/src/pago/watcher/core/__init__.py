@@ -1,0 +1,1 @@
+"""The chain-agnostic machinery: watch set, cursor, stages, reorgs, scanning, leadership, RPC."""

@@ -1,0 +1,102 @@
+"""Publish ``TransferObserved`` to ``chain.transfers`` and wait for the broker's acks.
+
+Keyed ``{network}:{to_address}`` so every transfer to one address lands on one partition in
+the order it was sent; the producer is idempotent with ``acks=all`` (``pago.common.kafka``), so
+a retried send neither duplicates nor reorders within a partition. ``publish`` returns only
+once the broker acknowledged every record: the caller may then move the cursor.
+
+The partition is chosen here, by Kafka's default rule (murmur2 of the key), and remembered per
+key: the pure-Python murmur2 was a sixth of a catch-up's time, and addresses repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from pago.common.enums import Mode, Network, TransferStage
+from pago.common.events import TransferObserved
+from pago.common.topics import CHAIN_TRANSFERS, transfer_key
+from pago.watcher import metrics
+from pago.watcher.core.model import Transfer
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+PARTITION_CACHE = 100_000
+
+
+class TransferPublisher:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        network: Network,
+        mode: Mode,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._producer = producer
+        self._network = network
+        self._mode = mode
+        self._clock = clock
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[bytes, int] = {}
+        self._published = {
+            stage: metrics.TRANSFERS_PUBLISHED.labels(network.value, mode.value, stage.value)
+            for stage in TransferStage
+        }
+
+    def event(self, t: Transfer, stage: TransferStage, confirmations: int) -> TransferObserved:
+        return TransferObserved(
+            network=self._network,
+            mode=self._mode,
+            token=t.token,
+            contract=t.contract,
+            tx_hash=t.tx_hash,
+            log_index=t.log_index,
+            block_number=t.block_number,
+            block_hash=t.block_hash,
+            from_address=t.from_address,
+            to_address=t.to_address,
+            amount_raw=t.amount_raw,
+            decimals=t.decimals,
+            confirmations=confirmations,
+            stage=stage,
+            observed_at=self._clock(),
+        )
+
+    async def publish(
+        self, transfers: Sequence[Transfer], stage: TransferStage, latest: int
+    ) -> None:
+        """Send ``transfers`` at ``stage`` (``latest``: the head, for their confirmations) and
+        return once the broker acked all of them; raises if any send failed."""
+        if not transfers:
+            return
+        acks: list[asyncio.Future[object]] = []
+        for t in transfers:
+            depth = 0 if stage is TransferStage.REVERTED else max(0, latest - t.block_number)
+            event = self.event(t, stage, depth)
+            key = transfer_key(self._network.value, t.to_address).encode()
+            acks.append(
+                await self._producer.send(
+                    CHAIN_TRANSFERS, event.to_bytes(), key=key, partition=await self._partition(key)
+                )
+            )
+        await asyncio.gather(*acks)
+        self._published[stage].inc(len(transfers))
+
+    async def _partition(self, key: bytes) -> int:
+        partition = self._partitions.get(key)
+        if partition is None:
+            partitions = sorted(await self._producer.partitions_for(CHAIN_TRANSFERS))
+            partition = int(self._partitioner(key, partitions, partitions))
+            if len(self._partitions) >= PARTITION_CACHE:
+                self._partitions.clear()
+            self._partitions[key] = partition
+        return partition

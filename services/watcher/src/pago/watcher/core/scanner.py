@@ -1,0 +1,732 @@
+"""The leader's work for one term: follow the head, publish transfers, move the cursor.
+
+Four loops share one ``Scanner`` (one event loop, so plain attributes; ``_lock`` serializes
+every publish against reorg handling):
+
+- **head**: polls the best head across endpoints every ``poll_interval``.
+- **confirm**: the cursor's loop. Plans ranges from ``cursor + 1`` up to the confirmable tip
+  (head − confirmations, or the finalized block), fetches up to ``concurrency`` of them at once
+  (adaptive sizes: ``core.ranges``), and *publishes them in order*: a range's confirmed
+  transfers are sent, every ack is awaited, and only then does the cursor move to its end. A
+  range that fails is retried (other endpoint, backoff, split if too large) until it succeeds:
+  the cursor can only ever stand on a prefix of fully published ranges.
+- **detect**: follows blocks near the head (``detect_depth``), keeps their hashes in the
+  reorg ring, publishes ``detected``, and on a parent-hash mismatch rewinds to the fork point
+  and publishes ``reverted`` for what vanished (``core.reorg``). Confirming a range also
+  reverts any detection from it that the fresh query no longer returns (a safety net for a
+  reorg the ring did not see).
+- **backfill**: addresses that arrive after the scan passed blocks are looked up over the last
+  ``backfill_blocks`` of those blocks (the api's outbox may lag behind a fast payer); a new
+  leader does the same for the addresses its predecessor's cursor does not vouch for.
+
+The cursor record (``core.cursor``) is written at most every ``cursor_interval`` seconds and
+once more on a graceful stop, always after the acks and only while the lease is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pago.common.enums import TransferStage
+from pago.watcher import metrics
+from pago.watcher.chains.base import ChainSource, WatchView
+from pago.watcher.core.cursor import Cursor, CursorStore, LoadedCursors
+from pago.watcher.core.leadership import Lease
+from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
+from pago.watcher.core.publisher import TransferPublisher
+from pago.watcher.core.ranges import RangeSizer
+from pago.watcher.core.reorg import BlockRing, ForkDetected, Ledger
+from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge
+from pago.watcher.core.stages import StagePolicy
+from pago.watcher.core.watchlist import WatchlistFollower
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    initial_range: int = 500
+    max_range: int = 2000
+    concurrency: int = 4
+    poll_interval: float = 1.0
+    cursor_interval: float = 1.0
+    """Least seconds between two cursor records (each costs one Kafka write)."""
+    ring_size: int = 256
+    """Recent blocks whose hashes are kept: the deepest reorg handled in full."""
+    start_block: int | None = None
+    """First block of a first start (no cursor yet); None: the confirmable tip."""
+    backfill_blocks: int = 1000
+    backfill_batch: int = 500
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=15.0))
+
+
+class _Union(Collection[bytes]):
+    """The watch set plus a few keys (addresses whose detections are being re-checked)."""
+
+    def __init__(self, big: WatchView, extra: frozenset[bytes]) -> None:
+        self._big = big
+        self._extra = extra
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._extra or key in self._big
+
+    def __len__(self) -> int:
+        return len(self._big) + len(self._extra)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._extra
+        yield from (k for k in self._big if k not in self._extra)
+
+
+class _Inconsistent(Exception):
+    """A range's answer disagrees with the reorg ring: fetch it again after the next head."""
+
+
+class _CursorOffChain(Exception):
+    """A range does not continue the cursor's block: the chain changed at or below it."""
+
+
+class Scanner:
+    def __init__(
+        self,
+        source: ChainSource,
+        watch: WatchlistFollower,
+        publisher: TransferPublisher,
+        cursors: CursorStore,
+        lease: Lease,
+        policy: StagePolicy,
+        options: ScanOptions,
+    ) -> None:
+        self.source = source
+        self.watch = watch
+        self.publisher = publisher
+        self.cursors = cursors
+        self.lease = lease
+        self.policy = policy
+        self.options = options
+        self.sizer = RangeSizer(options.initial_range, options.max_range)
+        self.ring = BlockRing(options.ring_size)
+        self.ledger = Ledger()
+        self.head: ChainHead | None = None
+        self.head_at = 0.0
+        self.cursor: Cursor | None = None
+        self.fence = 0
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._wakeups: list[asyncio.Event] = []
+        self._late: dict[bytes, tuple[int, int]] = {}
+        """Addresses to look up over scanned blocks → their (partition, offset)."""
+        self._late_event = asyncio.Event()
+        self._planned_to = -1
+        self._scanned_with: dict[int, int] = {}
+        """Watchlist positions when the newest confirmed range was fetched."""
+        self._rewound = False
+        self._written: Cursor | None = None
+        self._written_at = 0.0
+        net, mode = source.network.value, source.mode.value
+        self._m_head = metrics.HEAD.labels(net, mode)
+        self._m_cursor = metrics.CURSOR.labels(net, mode)
+        self._m_lag = metrics.LAG.labels(net, mode)
+        self._m_confirm_lag = metrics.CONFIRM_LAG.labels(net, mode)
+        self._m_blocks = {
+            stage: metrics.BLOCKS_SCANNED.labels(net, mode, stage)
+            for stage in ("confirmed", "detected")
+        }
+        self._m_range = metrics.RANGE_SIZE.labels(net)
+        self._m_refusals = metrics.RANGE_REFUSALS.labels(net)
+        self._m_retries = metrics.RANGE_RETRIES.labels(net)
+        self._m_publish_failures = metrics.PUBLISH_FAILURES.labels(net, mode)
+        self._m_reorgs = metrics.REORGS.labels(net, mode)
+        self._m_reorg_depth = metrics.REORG_DEPTH.labels(net, mode)
+        self._m_backfilled = metrics.BACKFILLED_ADDRESSES.labels(net, mode)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Graceful stop: no new range starts; the publish in flight finishes; the cursor is
+        written; ``run`` returns."""
+        self._stop.set()
+        for event in self._wakeups:
+            event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def status(self) -> dict[str, object]:
+        head, cursor = self.head, self.cursor
+        confirmable = self.policy.confirmable(head) if head is not None else None
+        return {
+            "head": head.latest if head else None,
+            "finalized": head.finalized if head else None,
+            "cursor": cursor.number if cursor else None,
+            "confirmable": confirmable,
+            "lag_blocks": head.latest - cursor.number if head and cursor else None,
+            "confirm_lag_blocks": (
+                max(0, confirmable - cursor.number) if confirmable is not None and cursor else None
+            ),
+            "range_blocks": self.sizer.size,
+            "pending_detections": len(self.ledger.detected),
+            "late_addresses": len(self._late),
+            "fence": self.fence,
+        }
+
+    # -- one term --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Scan as the leader until ``request_stop`` (returns) or cancellation (lease lost:
+        nothing more is written). An unexpected error propagates: the caller ends the term."""
+        loaded = await self._retry("load cursor", self.cursors.load)
+        # Above every fence in the topic: no record of an earlier term can outrank ours.
+        self.fence = max(self.lease.fence, loaded.max_fence + 1)
+        head = await self._retry("read head", self._read_head)
+        self._set_head(head)
+        self.cursor = await self._initial_cursor(loaded, head)
+        self._planned_to = self.cursor.number
+        self._set_cursor_metrics()
+        self._scanned_with = dict(self.watch.positions)
+        if loaded.latest is not None:
+            # Whatever the previous leader's cursor does not vouch for may have been paid in
+            # blocks it scanned before the address reached its watch set.
+            additions, complete = self.watch.additions_since(loaded.latest.covered or {})
+            if not complete:
+                log.error(
+                    "too many addresses since the last checkpoint to remember them all; "
+                    "the oldest are not looked up over already scanned blocks"
+                )
+            for key, partition, offset in additions:
+                self._late[key] = (partition, offset)
+            self._late_event.set()
+        self.watch.on_added = self._late_added
+        loops = [self._head_loop(), self._confirm_loop(), self._backfill_loop()]
+        if self.policy.detect_depth is not None:
+            loops.append(self._detect_loop())
+        tasks = [asyncio.create_task(c) for c in loops]
+        confirm = tasks[1]
+        try:
+            stop = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for task in done:
+                error = None if task is stop else task.exception()
+                if error is not None:
+                    raise error
+            # Graceful: the confirm loop finishes the range it is publishing, then returns.
+            await confirm
+            await self._write_cursor(force=True)
+        finally:
+            self.watch.on_added = None
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _initial_cursor(self, loaded: LoadedCursors, head: ChainHead) -> Cursor:
+        stored = loaded.latest
+        if stored is not None:
+            cursor = stored.cursor
+            if cursor.hash and 0 <= cursor.number <= head.latest:
+                refs = await self._retry(
+                    "check cursor block", lambda: self.source.blocks(cursor.number, cursor.number)
+                )
+                if refs and refs[-1].hash != cursor.hash:
+                    # The chain changed below the cursor while no one watched it (a reorg
+                    # deeper than the confirmations): scan the ring's depth again.
+                    back = max(-1, cursor.number - self.options.ring_size)
+                    log.critical(
+                        "cursor block is not on the chain any more; rewinding",
+                        extra={"cursor": cursor.number, "rewind_to": back},
+                    )
+                    self._m_reorgs.inc()
+                    cursor = await self._cursor_at(back)
+            log.info(
+                "resuming from the cursor",
+                extra={"cursor": cursor.number, "fence": self.fence, "head": head.latest},
+            )
+            return cursor
+        if self.options.start_block is not None:
+            first = self.options.start_block
+        else:
+            first = max(0, self.policy.confirmable(head))
+        cursor = await self._cursor_at(first - 1)
+        log.info("first start", extra={"first_block": first, "head": head.latest})
+        # Written at once: a crash before the first range must not restart at a newer head.
+        await self._retry(
+            "write first cursor",
+            lambda: self.cursors.write(cursor, self.fence, self.watch.positions),
+        )
+        self._written, self._written_at = cursor, time.monotonic()
+        return cursor
+
+    async def _cursor_at(self, number: int) -> Cursor:
+        if number < 0:
+            return Cursor(number, "")
+        refs = await self._retry("read block", lambda: self.source.blocks(number, number))
+        return Cursor(number, refs[-1].hash if refs else "")
+
+    # -- head ------------------------------------------------------------------------------
+
+    async def _read_head(self) -> ChainHead:
+        return await self.source.head(finalized=self.policy.use_finalized)
+
+    def _set_head(self, head: ChainHead) -> None:
+        self.head = head
+        self.head_at = time.monotonic()
+        self._m_head.set(head.latest)
+        self._set_cursor_metrics()
+        for event in self._wakeups:
+            event.set()
+
+    def _set_cursor_metrics(self) -> None:
+        if self.cursor is None or self.head is None:
+            return
+        self._m_cursor.set(self.cursor.number)
+        self._m_lag.set(max(0, self.head.latest - self.cursor.number))
+        self._m_confirm_lag.set(max(0, self.policy.confirmable(self.head) - self.cursor.number))
+
+    async def _head_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                head = await self._read_head()
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("head poll failed", extra={"error": str(exc)[:300]})
+            else:
+                failures = 0
+                self._set_head(head)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.options.poll_interval)
+
+    async def _next_head(self, event: asyncio.Event) -> None:
+        """Wait for a new head (or stop)."""
+        await event.wait()
+        event.clear()
+
+    # -- confirmed -------------------------------------------------------------------------
+
+    async def _confirm_loop(self) -> None:
+        wake = asyncio.Event()
+        self._wakeups.append(wake)
+        window: deque[tuple[int, int, asyncio.Task[Scan], dict[int, int]]] = deque()
+        next_start = self._cursor.number + 1
+        try:
+            while not self._stop.is_set():
+                if self._rewound:
+                    for _, _, task, _ in window:
+                        task.cancel()
+                    window.clear()
+                    next_start = self._cursor.number + 1
+                    self._rewound = False
+                target = self.policy.confirmable(self._head)
+                while len(window) < self.options.concurrency and next_start <= target:
+                    end = min(target, next_start + self.sizer.size - 1)
+                    # Every address below these positions is in the set this range is read with.
+                    positions = dict(self.watch.positions)
+                    task = asyncio.create_task(self._fetch(next_start, end, self.watch.watch_set))
+                    window.append((next_start, end, task, positions))
+                    self._planned_to = max(self._planned_to, end)
+                    next_start = end + 1
+                if not window:
+                    await self._next_head(wake)
+                    continue
+                start, end, first, positions = window[0]
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait([first, waiter], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not first.done():
+                    wake.clear()
+                    continue  # a new head (plan more ranges) or a stop
+                window.popleft()
+                scan = first.result()
+                async with self._lock:
+                    if self._rewound:
+                        continue
+                    try:
+                        await self._confirm(scan)
+                    except _CursorOffChain as exc:
+                        log.critical("the chain changed under the cursor", extra={"why": str(exc)})
+                        await self._recover_cursor()
+                        continue
+                    except _Inconsistent as exc:
+                        log.warning(
+                            "range disagrees with the ring; fetching it again",
+                            extra={"start": start, "end": end, "why": str(exc)},
+                        )
+                        again = asyncio.create_task(self._refetch(start, end))
+                        window.appendleft((start, end, again, dict(self.watch.positions)))
+                        continue
+                    self._scanned_with = positions
+                await self._write_cursor()
+        finally:
+            for _, _, task, _ in window:
+                task.cancel()
+            self._wakeups.remove(wake)
+
+    async def _refetch(self, start: int, end: int) -> Scan:
+        await asyncio.sleep(self.options.poll_interval)
+        return await self._fetch(start, end, self.watch.watch_set)
+
+    async def _confirm(self, scan: Scan) -> None:
+        """Publish a range's confirmed transfers (and reverts), then move the cursor to its end.
+
+        Called under ``_lock``, in range order. Returns only after every ack; a publish that
+        fails is retried until it succeeds or the term stops (then the cursor stays put).
+        """
+        cursor = self._cursor
+        if cursor.hash and scan.start == cursor.number + 1 and scan.parent_hash != cursor.hash:
+            raise _CursorOffChain(
+                f"block {scan.start}'s parent is {scan.parent_hash}, the cursor is {cursor.hash}"
+            )
+        ref = self.ring.get(scan.end)
+        if ref is not None and ref.hash != scan.end_hash:
+            raise _Inconsistent(f"block {scan.end} is {scan.end_hash}, the ring has {ref.hash}")
+        for t in scan.transfers:
+            ref = self.ring.get(t.block_number)
+            if ref is not None and ref.hash != t.block_hash:
+                raise _Inconsistent(f"block {t.block_number} hash differs from the ring")
+        present = {t.identity for t in scan.transfers}
+        missing = [
+            t for t in self.ledger.detected_in(scan.start, scan.end) if t.identity not in present
+        ]
+        vanished = missing
+        confirmed = list(scan.transfers)
+        if missing:
+            # Absent from a query over the *current* watch set may only mean "no longer
+            # watched" (a tombstone came in between): ask about exactly those addresses, and
+            # confirm what is still there (the matcher decides what a late payment is).
+            wanted = {t.identity for t in missing}
+            again = await self._fetch(scan.start, scan.end, self._keys_of(missing))
+            still = [t for t in again.transfers if t.identity in wanted]
+            found = {t.identity for t in still}
+            vanished = [t for t in missing if t.identity not in found]
+            confirmed += still
+        latest = self._head.latest
+        await self._publish(vanished, TransferStage.REVERTED, latest)
+        await self._publish(confirmed, TransferStage.CONFIRMED, latest)
+        if vanished:
+            log.warning(
+                "detections gone at confirmation: reverted",
+                extra={"start": scan.start, "end": scan.end, "reverted": len(vanished)},
+            )
+        self.ledger.forget(vanished)
+        base = self.ring.base
+        if self.ledger.detected or base is not None:
+            # Only what the ring still covers can be taken back by a reorg it sees; a catch-up
+            # far below the ring keeps nothing (10,000s of transfers per range).
+            self.ledger.confirm(
+                t for t in confirmed if base is None or t.block_number >= base.number
+            )
+        if base is not None:
+            self.ledger.trim_confirmed(base.number)
+        else:
+            self.ledger.confirmed.clear()
+        self.cursor = Cursor(scan.end, scan.end_hash)
+        self._m_blocks["confirmed"].inc(scan.end - scan.start + 1)
+        self._set_cursor_metrics()
+
+    async def _publish(
+        self, transfers: Sequence[Transfer], stage: TransferStage, latest: int
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.publisher.publish(transfers, stage, latest)
+                return
+            except Exception as exc:
+                failures += 1
+                self._m_publish_failures.inc()
+                if self._stop.is_set() and failures >= 3:
+                    raise
+                log.warning(
+                    "publish failed; retrying (the cursor does not move)",
+                    extra={"error": str(exc)[:300], "stage": stage.value, "failures": failures},
+                )
+                await asyncio.sleep(self.options.backoff.delay(failures))
+
+    async def _fetch(self, start: int, end: int, watched: WatchView) -> Scan:
+        """All watched transfers in ``[start, end]``: split when refused, retried when failed,
+        never given up (only cancelled)."""
+        failures = 0
+        while True:
+            began = time.monotonic()
+            try:
+                scan = await self.source.transfers(start, end, watched)
+            except RangeTooLarge:
+                self._m_refusals.inc()
+                span = end - start + 1
+                if span > 1:
+                    self.sizer.refused(span)
+                    self._m_range.set(self.sizer.size)
+                    mid = start + min(self.sizer.size, span // 2) - 1
+                    left = await self._fetch(start, mid, watched)
+                    right = await self._fetch(mid + 1, end, watched)
+                    transfers = left.transfers + right.transfers
+                    return Scan(start, end, left.parent_hash, right.end_hash, transfers)
+                failures += 1
+                log.error("a one-block range was refused; retrying", extra={"block": start})
+            except EndpointBehind:
+                # No endpoint has reported block ``end`` yet: wait for the heads to move.
+                await asyncio.sleep(self.options.poll_interval)
+                continue
+            except Exception as exc:
+                failures += 1
+                self._m_retries.inc()
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(
+                        "range failed; retrying it (never skipped)",
+                        extra={"start": start, "end": end, "error": str(exc)[:300]},
+                    )
+            else:
+                self.sizer.succeeded(end - start + 1, time.monotonic() - began)
+                self._m_range.set(self.sizer.size)
+                return scan
+            await asyncio.sleep(self.options.backoff.delay(failures))
+
+    async def _write_cursor(self, *, force: bool = False) -> None:
+        cursor = self.cursor
+        if cursor is None or cursor == self._written:
+            return
+        if not force and time.monotonic() - self._written_at < self.options.cursor_interval:
+            return
+        if not self.lease.valid():
+            log.warning("not writing the cursor: the lease is no longer certain")
+            return
+        try:
+            await self.cursors.write(cursor, self.fence, self._covered())
+        except Exception as exc:
+            # The next write carries a newer cursor; losing this one only means a restart
+            # would publish a few more duplicates.
+            log.warning("cursor write failed", extra={"error": str(exc)[:300]})
+            return
+        self._written, self._written_at = cursor, time.monotonic()
+
+    # -- detected and reorgs ---------------------------------------------------------------
+
+    async def _detect_loop(self) -> None:
+        wake = asyncio.Event()
+        self._wakeups.append(wake)
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._follow_head()
+                    failures = 0
+                except (ForkDetected, _Inconsistent):
+                    continue  # handled: look again at once
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1 or failures % 30 == 0:
+                        log.warning("following the head failed", extra={"error": str(exc)[:300]})
+                await self._next_head(wake)
+        finally:
+            self._wakeups.remove(wake)
+
+    async def _follow_head(self) -> None:
+        head = self._head
+        target = self.policy.detectable(head)
+        if target is None or target < 0:
+            return
+        size = self.options.ring_size
+        tip = self.ring.tip
+        if tip is None or target - tip.number >= size:
+            # First look, or too far behind to link up (catching up): start afresh near the head.
+            self.ring.reset()
+            start = max(0, target - size + 1)
+            old_tip = start - 1
+        else:
+            # From the tip itself: a replaced tip shows as a different hash at its height.
+            start = min(tip.number, target)
+            old_tip = tip.number
+        refs = await self.source.blocks(start, target)
+        try:
+            self.ring.extend(refs)
+        except ForkDetected as fork:
+            await self._handle_reorg(head, fork.number)
+            raise
+        fresh = [r for r in refs if r.number > old_tip]
+        if not fresh:
+            return
+        scan = await self.source.transfers(fresh[0].number, fresh[-1].number, self.watch.watch_set)
+        for t in scan.transfers:
+            ref = self.ring.get(t.block_number)
+            if ref is None or ref.hash != t.block_hash:
+                # The chain moved between the two queries: forget these blocks and look again.
+                self.ring.truncate_after(old_tip)
+                raise _Inconsistent(f"block {t.block_number} changed while being read")
+        async with self._lock:
+            floor = self._cursor.number
+            new = [
+                t
+                for t in scan.transfers
+                if t.block_number > floor and t.identity not in self.ledger.detected
+            ]
+            await self._publish(new, TransferStage.DETECTED, head.latest)
+            self.ledger.detect(new)
+        self._m_blocks["detected"].inc(len(fresh))
+
+    async def _handle_reorg(self, head: ChainHead, at: int) -> None:
+        """Rewind the ring to the fork point; publish ``reverted`` for what vanished above it;
+        move the cursor back too if its own block is no longer on the chain."""
+        base, tip = self.ring.base, self.ring.tip
+        if base is None or tip is None:
+            return  # nothing followed yet, so nothing to rewind
+        self._m_reorgs.inc()
+        canonical = await self.source.blocks(base.number, min(tip.number, head.latest))
+        fork = self.ring.fork_point(canonical)
+        if fork is None:
+            fork = base.number - 1
+            log.critical(
+                "reorg deeper than the ring: everything it held is looked up again",
+                extra={"ring_base": base.number, "ring_tip": tip.number},
+            )
+        depth = tip.number - fork
+        self._m_reorg_depth.observe(depth)
+        self.ring.truncate_after(fork)
+        async with self._lock:
+            reverted = await self._revert_above(fork, head)
+            cursor = self._cursor
+            if fork < cursor.number and not await self._on_chain(cursor, canonical):
+                # Deeper than the confirmations: confirmed blocks are scanned again from the
+                # fork (their transfers are published once more; the vanished ones reverted).
+                known = next((r for r in canonical if r.number == fork), None)
+                self.cursor = Cursor(fork, known.hash if known else "")
+                self._rewound = True
+                log.critical(
+                    "reorg below the confirmed cursor; rescanning",
+                    extra={"fork": fork, "cursor_was": cursor.number},
+                )
+        log.warning("reorg", extra={"at": at, "fork": fork, "depth": depth, "reverted": reverted})
+
+    async def _on_chain(self, cursor: Cursor, canonical: Sequence[BlockRef]) -> bool:
+        """Whether the cursor's block is still on the chain (the confirm loop may already have
+        moved past the fork on the new chain, before the ring noticed it)."""
+        known = next((r for r in canonical if r.number == cursor.number), None)
+        if known is None:
+            refs = await self.source.blocks(cursor.number, cursor.number)
+            known = refs[-1] if refs else None
+        return known is not None and known.hash == cursor.hash
+
+    async def _revert_above(self, fork: int, head: ChainHead) -> int:
+        """Publish ``reverted`` for every tracked transfer above ``fork`` that the chain no
+        longer holds; track the survivors where they are now. Call under ``_lock``."""
+        affected = self.ledger.published_above(fork)
+        if not affected:
+            return 0
+        now = await self.source.transfers(
+            fork + 1, head.latest, _Union(self.watch.watch_set, self._keys_of(affected))
+        )
+        moved = {t.identity: t for t in now.transfers}
+        vanished = [t for t in affected if t.identity not in moved]
+        await self._publish(vanished, TransferStage.REVERTED, head.latest)
+        self.ledger.forget(vanished)
+        self.ledger.detect(
+            moved[t.identity]
+            for t in affected
+            if t.identity in moved and t.identity in self.ledger.detected
+        )
+        return len(vanished)
+
+    async def _recover_cursor(self) -> None:
+        """The confirm loop found its next range off the cursor's chain (a reorg the ring did not
+        see: detection off, or deeper than the ring). Find the fork as well as the ring allows,
+        revert what vanished, and rescan from there. Call under ``_lock``."""
+        self._m_reorgs.inc()
+        head, cursor = self._head, self._cursor
+        fork: int | None = None
+        base, tip = self.ring.base, self.ring.tip
+        if base is not None and tip is not None and base.number <= cursor.number:
+            canonical = await self.source.blocks(base.number, min(tip.number, head.latest))
+            fork = self.ring.fork_point(canonical)
+        if fork is None or fork >= cursor.number:
+            fork = max(-1, cursor.number - self.options.ring_size)
+        self.ring.truncate_after(fork)
+        reverted = await self._revert_above(fork, head)
+        self.cursor = await self._cursor_at(fork)
+        self._rewound = True
+        self._m_reorg_depth.observe(cursor.number - fork)
+        log.critical(
+            "rescanning from below a reorg under the cursor",
+            extra={"fork": fork, "cursor_was": cursor.number, "reverted": reverted},
+        )
+
+    # -- late addresses --------------------------------------------------------------------
+
+    def _late_added(self, key: bytes, partition: int, offset: int) -> None:
+        self._late[key] = (partition, offset)
+        self._late_event.set()
+
+    def _covered(self) -> dict[int, int]:
+        """Watchlist offsets below which every address is covered up to the cursor: where the
+        newest confirmed range was read, held back by addresses not yet looked up."""
+        covered = dict(self._scanned_with)
+        for partition, offset in self._late.values():
+            covered[partition] = min(covered.get(partition, offset), offset)
+        return covered
+
+    async def _backfill_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._late_event.wait()
+            self._late_event.clear()
+            while self._late and not self._stop.is_set():
+                keys = list(self._late)[: self.options.backfill_batch]
+                batch = {key: self._late[key] for key in keys}
+                high = self._planned_to
+                low = max(0, high - self.options.backfill_blocks + 1)
+                if high >= low:
+                    scan = await self._fetch(low, high, frozenset(keys))
+                    async with self._lock:
+                        await self._publish(
+                            scan.transfers, TransferStage.CONFIRMED, self._head.latest
+                        )
+                        self.ledger.confirm(scan.transfers)
+                    if scan.transfers:
+                        log.info(
+                            "late addresses had transfers in scanned blocks",
+                            extra={"transfers": len(scan.transfers), "low": low, "high": high},
+                        )
+                for key, mark in batch.items():
+                    if self._late.get(key) == mark:  # not re-added meanwhile
+                        del self._late[key]
+                self._m_backfilled.inc(len(keys))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def _head(self) -> ChainHead:
+        if self.head is None:
+            raise RuntimeError("no head yet: run() reads one before any loop starts")
+        return self.head
+
+    @property
+    def _cursor(self) -> Cursor:
+        if self.cursor is None:
+            raise RuntimeError("no cursor yet: run() sets one before any loop starts")
+        return self.cursor
+
+    def _keys_of(self, transfers: Sequence[Transfer]) -> frozenset[bytes]:
+        return frozenset(self.source.address_key(t.to_address) for t in transfers)
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        failures = 0
+        while True:
+            try:
+                return await op()
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(f"{what} failed; retrying", extra={"error": str(exc)[:300]})
+                if self._stop.is_set():
+                    raise
+                await asyncio.sleep(self.options.backoff.delay(failures))

@@ -1,0 +1,202 @@
+"""Follow ``chain.watchlist`` into the watch set: from the beginning at start, then live.
+
+The topic is compacted and keyed ``{network}:{mode}:{address}``; a tombstone (null value)
+stops watching. This watcher keeps only its own network and mode (a key-prefix test, before
+any JSON is parsed). ``loaded`` is set once the follower has read up to the end offsets that
+existed when it started: a watcher must not scan before that, or it would miss transfers to
+addresses it simply had not read yet.
+
+Addresses that arrive *after* the load may have been paid in blocks the scan already passed
+(the api's outbox can lag): each one is handed to ``on_added`` with its partition and offset so
+the scanner looks it up over those blocks. ``positions`` (per partition, the next offset to
+read) and ``additions_since(marks)`` let a new leader find exactly the addresses that the
+previous leader's last cursor does not vouch for (``core.cursor``: the ``covered`` marks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from pago.common.enums import Mode, Network
+from pago.common.events import WatchAddress
+from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
+from pago.watcher import metrics
+from pago.watcher.core.watch_set import WatchSet
+
+log = logging.getLogger(__name__)
+
+EVICT_EVERY = 5.0
+"""Seconds between two eviction slices (65,536 slots each: a 2^21-slot table in ~3 min)."""
+RECENT_MAX = 200_000
+"""Most recent additions remembered (partition, offset, key) for a new leader's lookup."""
+
+
+class WatchlistFollower:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        network: Network,
+        mode: Mode,
+        watch_set: WatchSet,
+        key_of: Callable[[str], bytes],
+        *,
+        retention_seconds: float = 7 * 86_400,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._network = network
+        self._mode = mode
+        self._prefix = watchlist_key(network.value, mode.value, "").encode()
+        self.watch_set = watch_set
+        self._key_of = key_of
+        self._retention = retention_seconds
+        self._wall = wall_clock
+        self.loaded = asyncio.Event()
+        self.on_added: Callable[[bytes, int, int], None] | None = None
+        """Called (while loaded) with (key, partition, offset) for each address that was not
+        watched before."""
+        self.positions: dict[int, int] = {}
+        """Per partition, the offset of the next record to apply: every record below it is in
+        the watch set."""
+        self._recent: deque[tuple[int, int, bytes]] = deque(maxlen=RECENT_MAX)
+        self._forgotten: dict[int, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        labels = (network.value, mode.value)
+        self._size = metrics.WATCH_SET_SIZE.labels(*labels)
+        self._bytes = metrics.WATCH_SET_BYTES.labels(*labels)
+        self._invalid = {
+            reason: metrics.WATCHLIST_INVALID.labels(*labels, reason)
+            for reason in ("unparsable", "wrong_network", "bad_address")
+        }
+
+    def additions_since(
+        self, marks: Mapping[int, int]
+    ) -> tuple[list[tuple[bytes, int, int]], bool]:
+        """Addresses added at or after ``marks`` (offset per partition; absent: 0) and still
+        watched, as (key, partition, offset); and whether the list is complete (False when
+        more than ``RECENT_MAX`` additions ago had to be forgotten)."""
+        found = [
+            (key, p, o)
+            for p, o, key in self._recent
+            if o >= marks.get(p, 0) and key in self.watch_set
+        ]
+        complete = all(o < marks.get(p, 0) for p, o in self._forgotten.items())
+        return found, complete
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; reconnects are aiokafka's, errors are logged and retried."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap.split(","),
+            enable_auto_commit=False,
+            client_id="pago-watcher-watchlist",
+            max_partition_fetch_bytes=4 << 20,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            tps = await self._assign(consumer)
+            starts = await consumer.beginning_offsets(tps)
+            self.positions = {tp.partition: starts[tp] for tp in tps}
+            ends = await consumer.end_offsets(tps)
+            started = time.monotonic()
+            next_eviction = started
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(*tps, timeout_ms=250, max_records=20_000)
+                except KafkaError as exc:
+                    log.warning("watchlist fetch failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(1.0)
+                    continue
+                for tp, records in batch.items():
+                    for record in records:
+                        self._apply(record)
+                    if records:
+                        self.positions[tp.partition] = records[-1].offset + 1
+                self._size.set(len(self.watch_set))
+                self._bytes.set(self.watch_set.nbytes)
+                if not self.loaded.is_set() and not [
+                    tp for tp in tps if await consumer.position(tp) < ends[tp]
+                ]:
+                    self.loaded.set()
+                    log.info(
+                        "watch set loaded",
+                        extra={
+                            "addresses": len(self.watch_set),
+                            "seconds": round(time.monotonic() - started, 3),
+                        },
+                    )
+                if self.loaded.is_set() and time.monotonic() >= next_eviction:
+                    # A slice of the table at a time: expired entries go without a pause.
+                    self.watch_set.evict_expired(int(self._wall() - self._retention))
+                    next_eviction = time.monotonic() + EVICT_EVERY
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        partitions = consumer.partitions_for_topic(CHAIN_WATCHLIST)
+        while not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(CHAIN_WATCHLIST)
+            if not partitions:
+                log.warning("topic %s not found yet; waiting", CHAIN_WATCHLIST)
+                await asyncio.sleep(1.0)
+        tps = [TopicPartition(CHAIN_WATCHLIST, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        return tps
+
+    def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        key = record.key
+        if key is None or not key.startswith(self._prefix):
+            return
+        where = {"partition": record.partition, "offset": record.offset}
+        if record.value is None:
+            try:
+                self.watch_set.discard(self._key_of(key[len(self._prefix) :].decode()))
+            except (ValueError, UnicodeDecodeError):
+                self._invalid["bad_address"].inc()
+                log.error("watchlist tombstone with a bad address", extra=where)
+            return
+        try:
+            watch = WatchAddress.model_validate_json(record.value)
+        except ValidationError:
+            self._invalid["unparsable"].inc()
+            log.error("unparsable watchlist record", extra=where)
+            return
+        if watch.network is not self._network or watch.mode is not self._mode:
+            self._invalid["wrong_network"].inc()
+            log.error("watchlist record under another network's key", extra=where)
+            return
+        try:
+            address_key = self._key_of(watch.address)
+        except ValueError:
+            self._invalid["bad_address"].inc()
+            log.error("watchlist record with a bad address", extra=where)
+            return
+        until = int(watch.watch_until.timestamp())
+        if until + self._retention < self._wall():
+            self.watch_set.discard(address_key)  # long over: not worth memory
+            return
+        if self.watch_set.add(address_key, until):
+            # Remembered (also during the load) so that a new leader can look it up if the
+            # previous leader may have scanned past its payment without it.
+            if len(self._recent) == RECENT_MAX:
+                p, o, _ = self._recent[0]
+                self._forgotten[p] = max(self._forgotten.get(p, -1), o)
+            self._recent.append((record.partition, record.offset, address_key))
+            if self.loaded.is_set() and self.on_added is not None:
+                self.on_added(address_key, record.partition, record.offset)
+
+    def stop(self) -> None:
+        self._stopping.set()

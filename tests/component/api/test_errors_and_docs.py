@@ -1,0 +1,162 @@
+"""The error envelope everywhere; OpenAPI and /docs; health and metrics endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from pago.common.events import SessionSnapshot
+from tests.component.api.support import Merchant, assert_error, crypto_body
+
+
+class TestEnvelope:
+    @pytest.mark.parametrize(
+        "path", ["/", "/v1/nope", "/v1/checkout/sessions/x/y/z", "/v2/checkout/sessions"]
+    )
+    async def test_unknown_routes_are_404(self, app_client: httpx.AsyncClient, path: str) -> None:
+        error = assert_error(await app_client.get(path), 404, "resource_missing")
+        assert error["type"] == "invalid_request_error"
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allowed"),
+        [
+            ("DELETE", "/v1/checkout/sessions", "GET, POST"),
+            ("PUT", "/v1/checkout/sessions/cs_1", "GET"),
+            ("GET", "/v1/checkout/sessions/cs_1/expire", "POST"),
+            ("POST", "/healthz", "GET"),
+        ],
+    )
+    async def test_wrong_methods_are_405_with_allow(
+        self, app_client: httpx.AsyncClient, method: str, path: str, allowed: str
+    ) -> None:
+        response = await app_client.request(method, path)
+        assert_error(response, 405, "method_not_allowed")
+        assert sorted(response.headers["allow"].split(", ")) == sorted(allowed.split(", "))
+
+    async def test_malformed_json(
+        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    ) -> None:
+        headers = {**shared_merchant.headers(), "content-type": "application/json"}
+        response = await app_client.post(
+            "/v1/checkout/sessions", content=b"{'single': 'quotes'}", headers=headers
+        )
+        assert_error(response, 400, "invalid_json")
+
+    async def test_a_body_over_the_limit_is_413(
+        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    ) -> None:
+        body = crypto_body(client_reference_id="x" * (2 << 20))
+        response = await app_client.post(
+            "/v1/checkout/sessions", json=body, headers=shared_merchant.headers()
+        )
+        assert_error(response, 413, "request_too_large")
+
+    async def test_a_streamed_body_over_the_limit_is_413(
+        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    ) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(40):
+                yield b" " * 65_536
+
+        headers = {**shared_merchant.headers(), "content-type": "application/json"}
+        for extra in ({}, {"Idempotency-Key": "big"}):
+            response = await app_client.post(
+                "/v1/checkout/sessions", content=chunks(), headers={**headers, **extra}
+            )
+            assert_error(response, 413, "request_too_large")
+
+    async def test_form_bodies_are_refused_as_a_400(
+        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    ) -> None:
+        response = await app_client.post(
+            "/v1/checkout/sessions",
+            data={"pricing_amount": "10"},
+            headers=shared_merchant.headers(),
+        )
+        assert 400 <= response.status_code < 500
+        assert_error(response, response.status_code, response.json()["error"]["code"])
+
+    async def test_doc_url_names_the_code_when_configured(self) -> None:
+        from pago.api.errors import InvalidRequest, envelope_bytes
+
+        body = envelope_bytes(InvalidRequest("bad", param="x"), "https://docs.example/errors")
+        assert b'"doc_url":"https://docs.example/errors#parameter_invalid"' in body
+
+
+class TestOpenApi:
+    async def test_documents_every_endpoint_header_and_error(
+        self, app_client: httpx.AsyncClient
+    ) -> None:
+        spec = (await app_client.get("/openapi.json")).json()
+        paths = spec["paths"]
+        assert set(paths) >= {
+            "/v1/checkout/sessions",
+            "/v1/checkout/sessions/{id}",
+            "/v1/checkout/sessions/{id}/expire",
+            "/v1/test_helpers/checkout/sessions/{id}/transfers",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        }
+        create = paths["/v1/checkout/sessions"]["post"]
+        headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
+        assert headers == {"Idempotency-Key", "X-Sub-Merchant-Code"}
+        assert set(create["responses"]) == {"201", "400", "401", "409", "413", "429", "500", "503"}
+        assert "Idempotency-Replayed" in create["responses"]["201"]["headers"]
+        for status in ("409", "429", "503"):
+            assert "Retry-After" in create["responses"][status]["headers"]
+        for path in paths.values():
+            for operation in path.values():
+                assert "422" not in operation["responses"]
+                for status, response in operation["responses"].items():
+                    if status.startswith(("4", "5")):
+                        ref = response["content"]["application/json"]["schema"]["$ref"]
+                        assert ref.endswith("/ErrorEnvelope")
+        schemas = spec["components"]["schemas"]
+        assert set(schemas["SessionSnapshot"]["properties"]) == set(SessionSnapshot.model_fields)
+        assert set(schemas["ErrorBody"]["properties"]) == {
+            "type",
+            "code",
+            "message",
+            "param",
+            "doc_url",
+        }
+        create_body = schemas["CreateSessionRequest"]["properties"]
+        assert set(create_body) == {
+            "pricing_amount", "pricing_currency", "currency", "network",
+            "success_url", "cancel_url", "client_reference_id",
+        }  # fmt: skip
+        assert spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+        list_params = {p["name"] for p in paths["/v1/checkout/sessions"]["get"]["parameters"]}
+        assert list_params >= {
+            "page", "page_size", "status", "network", "created_after", "created_before",
+            "search_text", "include_sub_merchants", "sub_merchant_code",
+        }  # fmt: skip
+
+    async def test_docs_render_it(self, app_client: httpx.AsyncClient) -> None:
+        response = await app_client.get("/docs")
+        assert response.status_code == 200
+        assert "/openapi.json" in response.text
+        assert "swagger" in response.text.lower()
+
+
+class TestOperations:
+    async def test_liveness_and_readiness(self, app_client: httpx.AsyncClient) -> None:
+        assert (await app_client.get("/healthz")).json() == {"status": "ok"}
+        ready = await app_client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"postgres": "ok", "redis": "ok", "kafka": "ok"},
+        }
+
+    async def test_metrics_count_requests_by_route_template(
+        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    ) -> None:
+        await app_client.get("/v1/checkout/sessions/cs_123", headers=shared_merchant.headers())
+        text = (await app_client.get("/metrics")).text
+        assert 'route="/v1/checkout/sessions/{id}"' in text
+        assert "pago_api_request_seconds_bucket" in text
+        assert "cs_123" not in text

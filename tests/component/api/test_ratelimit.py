@@ -1,0 +1,85 @@
+"""Rate limits: per API key, and per client IP for requests without a valid key."""
+
+from __future__ import annotations
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pago.api.auth.keys import generate_key
+from pago.api.settings import ApiSettings
+from pago.common.enums import Mode
+from tests.component.api.support import Merchant, assert_error, running_app
+
+URL = "/v1/checkout/sessions"
+
+
+def limited(settings: ApiSettings) -> ApiSettings:
+    return settings.model_copy(
+        update={
+            "rate_limit_per_second": 0.5,
+            "rate_limit_burst": 3,
+            "ip_rate_limit_per_second": 0.5,
+            "ip_rate_limit_burst": 2,
+        }
+    )
+
+
+class TestRateLimit:
+    async def test_a_key_over_its_burst_gets_429_with_retry_after(
+        self,
+        settings: ApiSettings,
+        merchant: Merchant,
+        other_merchant: Merchant,
+        db: AsyncEngine,
+        redis: Redis,
+    ) -> None:
+        async with running_app(limited(settings)) as (_, client):
+            statuses = [
+                (await client.get(URL, headers=merchant.headers())).status_code for _ in range(3)
+            ]
+            assert statuses == [200, 200, 200]
+            response = await client.get(URL, headers=merchant.headers())
+            error = assert_error(response, 429, "rate_limited")
+            assert error["type"] == "invalid_request_error"
+            assert 1 <= int(response.headers["retry-after"]) <= 2
+            # Keys have their own buckets (the live key, another merchant).
+            assert (await client.get(URL, headers=merchant.headers(Mode.LIVE))).status_code == 200
+            assert (await client.get(URL, headers=other_merchant.headers())).status_code == 200
+
+    async def test_unknown_keys_count_against_the_client_ip(
+        self, settings: ApiSettings, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        async with running_app(limited(settings)) as (_, client):
+            random_keys = [{"Authorization": f"Bearer {generate_key(Mode.TEST)}"} for _ in range(3)]
+            statuses = [(await client.get(URL, headers=h)).status_code for h in random_keys]
+            assert statuses == [401, 401, 429]
+            assert_error(await client.get(URL), 429, "rate_limited")  # no key at all: same bucket
+            # A valid key is not held back by the IP's failures.
+            assert (await client.get(URL, headers=merchant.headers())).status_code == 200
+
+    async def test_the_bucket_refills(
+        self, settings: ApiSettings, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        fast = settings.model_copy(update={"rate_limit_per_second": 20.0, "rate_limit_burst": 1})
+        async with running_app(fast) as (_, client):
+            assert (await client.get(URL, headers=merchant.headers())).status_code == 200
+            assert (await client.get(URL, headers=merchant.headers())).status_code == 429
+            import asyncio
+
+            await asyncio.sleep(0.06)
+            assert (await client.get(URL, headers=merchant.headers())).status_code == 200
+
+    async def test_idempotent_requests_are_limited_too(
+        self, settings: ApiSettings, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        async with running_app(limited(settings)) as (_, client):
+            headers = merchant.headers(idempotency_key="x")
+            statuses = [
+                (await client.post(URL, json={}, headers=headers)).status_code for _ in range(4)
+            ]
+            assert statuses == [400, 400, 400, 429]
+
+
+async def test_limits_are_off_the_hot_path_of_other_routes(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200

@@ -1,0 +1,145 @@
+"""The checkout.sessions handler over real Postgres, Kafka replaced by a recording port.
+
+What it pins down: deliveries are committed before offsets move; a failed batch is rewound and
+commits nothing; a record that is not a session event is skipped (logged), not a roadblock; a
+redelivered batch creates no second delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import ConsumerRecord, TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pago.common.db.schema import webhook_deliveries
+from pago.common.enums import SessionStatus
+from pago.common.events import AnySessionEvent
+from pago.common.topics import CHECKOUT_SESSIONS
+from pago.notifier.consumer import FanOutFn, SessionEventHandler
+from pago.notifier.service import FanOut, fan_out
+from tests.integration.notifier.support import (
+    ALL_EVENTS,
+    created,
+    seed_endpoint,
+    seed_merchant,
+    updated,
+)
+
+
+def record(partition: int, offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        CHECKOUT_SESSIONS, partition, offset, 0, 0, b"cs_1", value, None, 4, len(value), []
+    )
+
+
+def records(
+    events: Sequence[AnySessionEvent], partition: int = 0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    return [record(partition, 100 + i, e.to_bytes()) for i, e in enumerate(events)]
+
+
+@dataclass
+class RecordingPort:
+    engine: AsyncEngine
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    rewinds: list[dict[TopicPartition, int]] = field(default_factory=list)
+    stored_at_commit: list[int] = field(default_factory=list)
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.stored_at_commit.append(await count(self.engine))
+        self.commits.append(dict(offsets))
+
+    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.rewinds.append(dict(offsets))
+
+
+async def count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (await conn.execute(select(func.count()).select_from(webhook_deliveries))).scalar_one()
+        )
+
+
+def handler(
+    engine: AsyncEngine, port: RecordingPort, woken: list[int], fan_out: FanOutFn = fan_out
+) -> SessionEventHandler:
+    return SessionEventHandler(
+        engine,
+        on_stored=lambda: woken.append(1),
+        first_backoff=0.01,
+        max_backoff=0.01,
+        port=lambda _: port,
+        fan_out=fan_out,
+    )
+
+
+class TestHandle:
+    async def test_offsets_move_only_after_the_deliveries_are_committed(
+        self, db: AsyncEngine
+    ) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        await seed_endpoint(db, merchant, "https://shop.example/b", events=ALL_EVENTS)
+        port, woken = RecordingPort(db), list[int]()
+        batch = [
+            *records([updated(merchant, SessionStatus.PAID), created(merchant)], partition=0),
+            *records([updated(merchant, SessionStatus.UNDERPAID)], partition=3),
+        ]
+        await handler(db, port, woken).handle(batch, object())
+        assert port.commits == [
+            {TopicPartition(CHECKOUT_SESSIONS, 0): 102, TopicPartition(CHECKOUT_SESSIONS, 3): 101}
+        ]
+        assert port.stored_at_commit == [3]  # completed ×2 endpoints, underpaid ×1
+        assert woken == [1]
+
+    async def test_a_redelivered_batch_adds_nothing(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        port, woken = RecordingPort(db), list[int]()
+        batch = records([updated(merchant, SessionStatus.EXPIRED)])
+        consume = handler(db, port, woken)
+        await consume.handle(batch, object())
+        await consume.handle(batch, object())
+        assert port.stored_at_commit == [1, 1]
+        assert woken == [1]  # nothing new the second time: the worker is not woken
+
+    async def test_a_record_that_is_no_session_event_is_skipped(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        port, woken = RecordingPort(db), list[int]()
+        good = updated(merchant, SessionStatus.PAID)
+        batch = [
+            record(0, 7, b"not json"),
+            record(0, 8, b'{"type": "session.exploded", "v": 9}'),
+            record(0, 9, good.to_bytes()),
+        ]
+        await handler(db, port, woken).handle(batch, object())
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 0): 10}]
+        assert port.stored_at_commit == [1]
+
+    async def test_a_failed_batch_is_rewound_and_commits_nothing(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        crashes = [1]
+
+        async def crashing(conn: AsyncConnection, batch: Sequence[AnySessionEvent]) -> FanOut:
+            # The fan-out's writes are real; the process "dies" after them, before COMMIT.
+            result = await fan_out(conn, batch)
+            if crashes:
+                crashes.pop()
+                raise RuntimeError("the database went away before COMMIT")
+            return result
+
+        port, woken = RecordingPort(db), list[int]()
+        consume = handler(db, port, woken, crashing)
+        batch = records([updated(merchant, SessionStatus.PAID)], partition=5)
+        await consume.handle(batch, object())
+        assert port.commits == []
+        assert port.rewinds == [{TopicPartition(CHECKOUT_SESSIONS, 5): 100}]
+        assert await count(db) == 0  # rolled back
+        await consume.handle(batch, object())  # the same records, come round again
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 5): 101}]
+        assert port.stored_at_commit == [1]

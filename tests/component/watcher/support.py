@@ -1,0 +1,384 @@
+"""What the watcher's tests share: a chains file for anvil, the watchlist, token transfers in
+batches, and what reached ``chain.transfers`` and ``chain.cursors``.
+
+The watcher under test always runs for real (``create_app`` in-process, or the
+``pago-watcher`` entry point as a subprocess) against a real anvil, a real Kafka-protocol
+broker and a real Redis; nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import select
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from web3.types import RPCEndpoint
+
+from pago.common.events import CursorCommitted, TransferObserved, WatchAddress
+from pago.common.kafka import create_producer
+from pago.common.topics import CHAIN_CURSORS, CHAIN_TRANSFERS, CHAIN_WATCHLIST, watchlist_key
+from pago.devstack._support import drain_in_thread, stop_process
+from pago.devstack.anvil import Anvil, find_anvil
+from pago.watcher.app import WatcherApp
+from pago.watcher.settings import WatcherSettings
+from tests.support.kafka import read_topic
+
+NETWORK = "ETHEREUM"
+MODE = "test"
+USDT = 10**6
+"""One 6-decimal test token in base units."""
+
+
+def chains_file(path: Path, anvil: Anvil, *, confirmations: int = 2) -> Path:
+    """A registry override mapping ETHEREUM test mode onto ``anvil`` (as ``pago-dev up`` does)."""
+    lines = [
+        f"[networks.{NETWORK}.test]",
+        'name = "anvil (tests)"',
+        f"chain_id = {anvil.chain_id}",
+        f"confirmations = {confirmations}",
+        f"rpc_urls = [{anvil.rpc_url!r}]",
+    ]
+    for symbol, address in anvil.tokens.items():
+        lines += [f"[networks.{NETWORK}.test.tokens.{symbol}]", f'contract = "{address}"']
+        lines += ["decimals = 6"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def watcher_settings(
+    bootstrap: str, redis_url: str, chains: Path, **over: object
+) -> WatcherSettings:
+    """Fast test timings; anything else as production has it."""
+    values: dict[str, object] = {
+        "network": NETWORK,
+        "mode": MODE,
+        "kafka_bootstrap_servers": bootstrap,
+        "redis_url": redis_url,
+        "chains_file": str(chains),
+        "env": "test",
+        "http_port": 0,
+        "poll_interval": 0.1,
+        "cursor_interval": 0.0,
+        "lease_ttl": 3.0,
+        "lease_renew": 0.5,
+        "lease_retry": 0.3,
+        "rpc_timeout": 5.0,
+        "rpc_backoff_max": 1.0,
+        "shutdown_timeout": 10.0,
+        **over,
+    }
+    return WatcherSettings.model_validate(values)
+
+
+@contextlib.asynccontextmanager
+async def running(app: WatcherApp) -> AsyncIterator[WatcherApp]:
+    """The app running in this event loop; stopped gracefully (SIGTERM's path) at the end."""
+    task = asyncio.create_task(app.run())
+    try:
+        await eventually(lambda: app.ready() or task.done(), what="the watcher to be ready")
+        if task.done():
+            await task
+        yield app
+    finally:
+        app.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def eventually(
+    probe: Callable[[], bool], *, timeout: float = 20.0, what: str = "condition"
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not probe():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# -- the watchlist ------------------------------------------------------------------------
+
+
+async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
+    """Publish ``WatchAddress`` for each address, as the api's outbox does."""
+    producer = create_producer(bootstrap, client_id="watcher-tests")
+    await producer.start()
+    try:
+        await publish_watches(producer, addresses, until=until)
+    finally:
+        await producer.stop()
+
+
+async def publish_watches(
+    producer: AIOKafkaProducer, addresses: Iterable[str], *, until: datetime | None = None
+) -> None:
+    until = until or datetime.now(UTC) + timedelta(hours=2)
+    acks = []
+    for address in addresses:
+        event = WatchAddress(
+            network=NETWORK,  # type: ignore[arg-type]
+            mode=MODE,  # type: ignore[arg-type]
+            address=address,
+            session_id=f"cs_{address[2:12].lower()}",
+            watch_until=until,
+        )
+        key = watchlist_key(NETWORK, MODE, address).encode()
+        acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
+    await asyncio.gather(*acks)
+
+
+async def unwatch(bootstrap: str, address: str) -> None:
+    """A tombstone: stop watching ``address``."""
+    producer = create_producer(bootstrap, client_id="watcher-tests")
+    await producer.start()
+    try:
+        key = watchlist_key(NETWORK, MODE, address).encode()
+        await producer.send_and_wait(CHAIN_WATCHLIST, None, key=key)
+    finally:
+        await producer.stop()
+
+
+# -- the chain ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    symbol: str
+    payer: int
+    to: str
+    units: int
+
+
+def pay_in_one_block(anvil: Anvil, payments: Sequence[Payment]) -> list[str]:
+    """Send ``payments`` as real ERC-20 transfers mined together in one new block.
+
+    One JSON-RPC batch of ``eth_sendTransaction`` (anvil's unlocked dev accounts) with explicit
+    nonces, mined at once with automine off: a batch under automine can strand transactions
+    that arrive out of nonce order. Returns the tx hashes in ``payments`` order.
+    """
+    w3 = anvil.web3
+    provider = w3.provider
+    nonces: dict[int, int] = {}
+    calls: list[tuple[RPCEndpoint, Any]] = []
+    for p in payments:
+        address = anvil.payers[p.payer][0]
+        if p.payer not in nonces:
+            nonces[p.payer] = int(w3.eth.get_transaction_count(address, "pending"))
+        token = anvil.token(p.symbol)
+        data = token.encode_abi("transfer", [w3.to_checksum_address(p.to), p.units])
+        tx = {
+            "from": address,
+            "to": token.address,
+            "data": data,
+            "nonce": hex(nonces[p.payer]),
+            "gas": hex(100_000),
+        }
+        nonces[p.payer] += 1
+        calls.append((RPCEndpoint("eth_sendTransaction"), [tx]))
+    provider.make_request(RPCEndpoint("evm_setAutomine"), [False])
+    try:
+        responses = provider.make_batch_request(calls)
+        assert isinstance(responses, list), responses
+        hashes = [str(r["result"]) for r in responses]
+        provider.make_request(RPCEndpoint("evm_mine"), [])
+    finally:
+        provider.make_request(RPCEndpoint("evm_setAutomine"), [True])
+    for tx_hash in hashes:
+        receipt = w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        assert receipt["status"] == 1, f"transfer {tx_hash} failed"
+    return hashes
+
+
+def new_addresses(anvil: Anvil, n: int) -> list[str]:
+    """Fresh EIP-55 addresses (no keys kept: deposit addresses are watch-only)."""
+    return [anvil.web3.eth.account.create().address for _ in range(n)]
+
+
+# -- what reached the broker --------------------------------------------------------------
+
+
+def transfers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[TransferObserved]:
+    return [TransferObserved.model_validate_json(r.value) for r in records if r.value]
+
+
+async def read_transfers(
+    bootstrap: str,
+    until: Callable[[list[TransferObserved]], bool],
+    *,
+    timeout: float = 30.0,
+) -> list[TransferObserved]:
+    """Every ``TransferObserved`` on the broker, read until ``until`` holds."""
+    found: list[TransferObserved] = []
+
+    def done(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        found[:] = transfers_of(records)
+        return until(found)
+
+    await read_topic(bootstrap, CHAIN_TRANSFERS, until=done, timeout=timeout)
+    return found
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` up to its end offsets as of now (per partition, in order)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def read_cursors(bootstrap: str) -> list[tuple[CursorCommitted, int]]:
+    """Every cursor record in write order, with its fence (``chain.cursors`` has one partition)."""
+    return [
+        (
+            CursorCommitted.model_validate_json(r.value),
+            int(dict(r.headers).get("pago-fence", b"0").decode()),
+        )
+        for r in await read_all(bootstrap, CHAIN_CURSORS)
+        if r.value
+    ]
+
+
+def by_stage(transfers: Iterable[TransferObserved]) -> Mapping[str, list[TransferObserved]]:
+    out: dict[str, list[TransferObserved]] = {"detected": [], "confirmed": [], "reverted": []}
+    for t in transfers:
+        out[t.stage.value].append(t)
+    return out
+
+
+def identity(t: TransferObserved) -> tuple[str, int]:
+    return (t.tx_hash, t.log_index)
+
+
+def dump(transfers: Iterable[TransferObserved]) -> str:
+    return json.dumps(
+        [(t.stage.value, t.to_address, t.amount_raw, t.block_number) for t in transfers]
+    )
+
+
+# -- RPC endpoints that misbehave -----------------------------------------------------------
+
+
+class RangeLimitingProxy:
+    """A JSON-RPC proxy in front of a real node that refuses ``eth_getLogs`` over more than
+    ``max_blocks`` blocks, worded as Infura does; everything else passes through."""
+
+    def __init__(self, upstream: str, max_blocks: int) -> None:
+        self.upstream = upstream
+        self.max_blocks = max_blocks
+        self.refused = 0
+        self.largest_served = 0
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._session = ClientSession()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _refuse(self, call: dict[str, Any]) -> dict[str, Any] | None:
+        if call.get("method") != "eth_getLogs":
+            return None
+        query = call["params"][0]
+        span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+        if span <= self.max_blocks:
+            self.largest_served = max(self.largest_served, span)
+            return None
+        self.refused += 1
+        return {
+            "jsonrpc": "2.0",
+            "id": call.get("id"),
+            "error": {"code": -32005, "message": "query returned more than 10000 results"},
+        }
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        calls = body if isinstance(body, list) else [body]
+        refusals = [self._refuse(c) for c in calls]
+        if any(refusals):
+            answered = [r for r in refusals if r is not None]
+            if isinstance(body, list):
+                # Refuse the refused ones, forward the rest, answer in order.
+                rest = [c for c, r in zip(calls, refusals, strict=True) if r is None]
+                forwarded = await self._forward(rest) if rest else []
+                by_id = {r["id"]: r for r in [*answered, *forwarded]}
+                return web.json_response([by_id[c.get("id")] for c in calls])
+            return web.json_response(answered[0])
+        return web.json_response(await self._forward(body))
+
+    async def _forward(self, body: Any) -> Any:
+        assert self._session is not None
+        async with self._session.post(self.upstream, json=body) as response:
+            return await response.json()
+
+
+@contextlib.contextmanager
+def frozen_fork(anvil: Anvil) -> Iterator[str]:
+    """A second, real node with the same chain up to now whose head never moves again: anvil
+    forked from ``anvil`` with mining off (a node that stopped syncing). Yields its URL."""
+    proc = subprocess.Popen(
+        [
+            str(find_anvil()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--fork-url",
+            anvil.rpc_url,
+            "--no-mining",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        fd, seen, deadline = proc.stdout.fileno(), b"", time.monotonic() + 15
+        while (match := re.search(rb"Listening on (\S+):(\d+)", seen)) is None:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                raise AssertionError(f"forked anvil did not start: {seen[-2000:]!r}")
+            seen += chunk
+        drain = drain_in_thread(proc.stdout, None, "anvil-fork")
+        yield f"http://{match.group(1).decode()}:{match.group(2).decode()}"
+    finally:
+        stop_process(proc, drain=locals().get("drain"))

@@ -1,0 +1,125 @@
+"""A running matcher (the real composition root) on the test run's Postgres, Redis and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pago.common.events import TransferObserved
+from pago.common.kafka import create_producer
+from pago.common.topics import CHAIN_TRANSFERS, transfer_key
+from pago.devstack.kafka_mock import KafkaServer
+from pago.devstack.postgres import Database
+from pago.devstack.redis_server import RedisServer
+from pago.matcher.app import MatcherApp, create_app
+from pago.matcher.settings import MatcherSettings
+from tests.integration.matcher.goplus import FakeGoPlus
+from tests.integration.matcher.support import BASE_URL, aml_dir
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+async def goplus() -> AsyncIterator[FakeGoPlus]:
+    server = FakeGoPlus()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def provider(goplus: FakeGoPlus) -> FakeGoPlus:
+    """The module's provider, answering normally at the start of every test."""
+    goplus.mode = "ok"
+    goplus.flags.clear()
+    goplus.requests.clear()
+    return goplus
+
+
+def matcher_settings(
+    database: Database, redis_server: RedisServer, kafka: KafkaServer, **over: object
+) -> MatcherSettings:
+    values: dict[str, object] = {
+        "database_url": database.url,
+        "redis_url": redis_server.url,
+        "kafka_bootstrap_servers": kafka.bootstrap_servers,
+        "env": "test",
+        "http_port": 0,
+        "batch_timeout_ms": 20,
+        "retry_max_backoff": 0.5,
+        "shutdown_timeout": 5.0,
+        "expiry_interval": 0.2,
+        "resolution_interval": 0.05,
+        "aml_retry_interval": 0.2,
+        "aml_list_path": str(aml_dir()),
+        "aml_provider_attempts": 2,
+        "aml_provider_backoff": 0.01,
+        "aml_provider_timeout": 0.5,
+        "checkout_base_url": BASE_URL,
+        # The mock broker ignores a leaving member until its session times out: with the
+        # production 10 s, the next process of this group would wait ~40 s to join.
+        "session_timeout_ms": 1000,
+        "heartbeat_interval_ms": 250,
+        **over,
+    }
+    return MatcherSettings.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+async def matcher(
+    database: Database, redis_server: RedisServer, kafka: KafkaServer, goplus: FakeGoPlus
+) -> AsyncIterator[MatcherApp]:
+    app = create_app(matcher_settings(database, redis_server, kafka, aml_provider_url=goplus.url))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture(scope="module")
+async def producer(kafka: KafkaServer) -> AsyncIterator[AIOKafkaProducer]:
+    producer = create_producer(kafka.bootstrap_servers, client_id="matcher-tests")
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def publish(producer: AIOKafkaProducer, *transfers: TransferObserved) -> None:
+    """Send transfers as a watcher does (keyed by address: one partition, in order)."""
+    acks = [
+        await producer.send(
+            CHAIN_TRANSFERS,
+            t.to_bytes(),
+            key=transfer_key(t.network.value, t.to_address).encode(),
+        )
+        for t in transfers
+    ]
+    await asyncio.gather(*acks)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until ``until`` holds on its value; fail with the last value otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}; last value: {value!r}")
+        await asyncio.sleep(0.03)

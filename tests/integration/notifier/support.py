@@ -1,0 +1,234 @@
+"""Builders for notifier tests: merchants and endpoints as rows, session events on Kafka.
+
+The notifier never creates sessions, merchants or endpoints; the api and the matcher do. Here
+they are written directly, with plausible values wherever a test does not care.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pago.common.db.schema import merchants, webhook_deliveries, webhook_endpoints
+from pago.common.enums import (
+    ChainFamily,
+    ExceptionKind,
+    Mode,
+    Network,
+    SessionStatus,
+    Token,
+    WebhookEventType,
+)
+from pago.common.events import (
+    AnySessionEvent,
+    PricingSnapshot,
+    SessionCreated,
+    SessionPaymentDetected,
+    SessionResolved,
+    SessionSnapshot,
+    SessionUpdated,
+)
+from pago.common.topics import CHECKOUT_SESSIONS
+
+DEFAULT_EVENTS = [
+    WebhookEventType.SESSION_COMPLETED,
+    WebhookEventType.SESSION_EXPIRED,
+    WebhookEventType.SESSION_BLOCKED,
+    WebhookEventType.SESSION_RESOLVED,
+]
+ALL_EVENTS = list(WebhookEventType)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+async def seed_merchant(engine: AsyncEngine, name: str = "Acme Shop") -> str:
+    merchant_id = f"mer_{secrets.token_hex(8)}"
+    async with engine.begin() as conn:
+        await conn.execute(insert(merchants).values(id=merchant_id, name=name))
+    return merchant_id
+
+
+async def seed_endpoint(
+    engine: AsyncEngine,
+    merchant_id: str,
+    url: str,
+    *,
+    mode: Mode = Mode.TEST,
+    events: Sequence[WebhookEventType] = DEFAULT_EVENTS,
+    secret: str | None = None,
+    previous_secret: str | None = None,
+    previous_expires_in: timedelta | None = None,
+) -> tuple[str, str]:
+    """An endpoint created a second ago; returns ``(id, secret)``."""
+    endpoint_id = f"we_{secrets.token_hex(8)}"
+    secret = secret or new_secret()
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(webhook_endpoints).values(
+                id=endpoint_id,
+                merchant_id=merchant_id,
+                mode=mode.value,
+                url=url,
+                enabled_events=[e.value for e in events],
+                secret=secret,
+                previous_secret=previous_secret,
+                previous_secret_expires_at=(
+                    datetime.now(UTC) + previous_expires_in if previous_expires_in else None
+                ),
+                created_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+    return endpoint_id, secret
+
+
+def snapshot(session_id: str, status: SessionStatus, *, mode: Mode = Mode.TEST) -> SessionSnapshot:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return SessionSnapshot(
+        id=session_id,
+        livemode=mode is Mode.LIVE,
+        url=f"https://pay.example.test/checkout/{session_id}",
+        status=status,
+        amount="10.5",
+        amount_expected="10.5",
+        amount_received="10.5" if status in (SessionStatus.PAID, SessionStatus.OVERPAID) else "0",
+        fee_amount="0",
+        net_amount="0",
+        currency=Token.USDT,
+        currency_contract="TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t",
+        network=Network.TRON,
+        chain_family=ChainFamily.TRON,
+        merchant_name="Acme Shop — café",
+        merchant_logo_url=None,
+        pay_address="TQFEyGNzHZAJmebJUvsoZvJghHm2yNhXAD",
+        client_reference_id="order-1",
+        pricing=PricingSnapshot(currency="USDT", amount="10.50", exchange_rate="1.00000000"),
+        success_url="https://acme.example/thanks",
+        cancel_url=None,
+        sub_merchant_code=None,
+        transactions=(),
+        expires_at=now + timedelta(minutes=30),
+        created_at=now,
+    )
+
+
+def updated(
+    merchant_id: str,
+    status: SessionStatus,
+    previous: SessionStatus | None = SessionStatus.PENDING,
+    *,
+    session_id: str | None = None,
+    mode: Mode = Mode.TEST,
+) -> SessionUpdated:
+    sid = session_id or f"cs_{secrets.token_hex(12)}"
+    return SessionUpdated(
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        session=snapshot(sid, status, mode=mode),
+        previous_status=previous,
+    )
+
+
+def created(merchant_id: str, *, mode: Mode = Mode.TEST) -> SessionCreated:
+    sid = f"cs_{secrets.token_hex(12)}"
+    return SessionCreated(
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        session=snapshot(sid, SessionStatus.PENDING, mode=mode),
+    )
+
+
+def detected(merchant_id: str, *, mode: Mode = Mode.TEST) -> SessionPaymentDetected:
+    sid = f"cs_{secrets.token_hex(12)}"
+    return SessionPaymentDetected(
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        session=snapshot(sid, SessionStatus.PENDING, mode=mode),
+        tx_hash="ab" * 32,
+    )
+
+
+def resolved(merchant_id: str, *, mode: Mode = Mode.TEST) -> SessionResolved:
+    sid = f"cs_{secrets.token_hex(12)}"
+    return SessionResolved(
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        session=snapshot(sid, SessionStatus.EXPIRED, mode=mode),
+        exception_id="pex_1",
+        exception_kind=ExceptionKind.LATE_PAYMENT,
+        tx_hash="cd" * 32,
+        log_index=0,
+    )
+
+
+def mixed_events(merchant_id: str, *, mode: Mode = Mode.TEST) -> list[AnySessionEvent]:
+    """One of every kind: three default webhooks, two opt-in ones and two non-webhooks."""
+    return [
+        created(merchant_id, mode=mode),
+        updated(merchant_id, SessionStatus.PAID, mode=mode),
+        updated(merchant_id, SessionStatus.EXPIRED, mode=mode),
+        updated(merchant_id, SessionStatus.UNDERPAID, mode=mode),
+        updated(merchant_id, SessionStatus.UNDERPAID, SessionStatus.UNDERPAID, mode=mode),
+        detected(merchant_id, mode=mode),
+        resolved(merchant_id, mode=mode),
+    ]
+
+
+async def publish(producer: AIOKafkaProducer, events: Sequence[AnySessionEvent]) -> None:
+    """As the outbox relay does: keyed by session id, acknowledged by the broker."""
+    acks = [
+        await producer.send(
+            CHECKOUT_SESSIONS,
+            value=event.to_bytes(),
+            key=event.session_id.encode(),
+            headers=[("event_type", event.type.encode())],
+        )
+        for event in events
+    ]
+    for ack in acks:
+        await ack
+
+
+async def deliveries(engine: AsyncEngine, endpoint_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(webhook_deliveries)
+            .where(webhook_deliveries.c.endpoint_id == endpoint_id)
+            .order_by(webhook_deliveries.c.created_at)
+        )
+        return [dict(r) for r in rows.mappings()]
+
+
+async def endpoint_row(engine: AsyncEngine, endpoint_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = await conn.execute(
+            select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+        )
+        return dict(row.mappings().one())
+
+
+async def set_endpoint(engine: AsyncEngine, endpoint_id: str, **values: Any) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(**values)
+        )

@@ -1,0 +1,171 @@
+"""``pago-notifier`` as a real process: every event reaches every endpoint exactly once across a
+graceful restart, and SIGTERM lets the requests in flight finish before the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pago.common.enums import DeliveryStatus, SessionStatus
+from pago.common.events import SessionUpdated
+from tests.integration.notifier.receiver import Receiver, Reply, verify
+from tests.integration.notifier.support import (
+    ALL_EVENTS,
+    deliveries,
+    mixed_events,
+    publish,
+    seed_endpoint,
+    seed_merchant,
+    updated,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class NotifierProcess:
+    """One ``python -m pago.notifier``; its JSON log lines are collected as they come."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.logs: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pago.notifier"],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        # Keep draining stdout: a full pipe would freeze the process.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.logs.append(json.loads(line))
+            except ValueError:
+                self.logs.append({"msg": line.rstrip()})
+
+    async def started(self, timeout: float = 30.0) -> int:
+        """Wait for the start line and readiness; return the health port."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            port = next(
+                (e["http_port"] for e in self.logs if e.get("msg") == "notifier started"), 0
+            )
+            if port:
+                async with httpx.AsyncClient() as client:
+                    ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+                if ready.status_code == 200:
+                    return int(port)
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the notifier did not start: {self.logs[-20:]}")
+
+    async def terminate(self, timeout: float = 20.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while (code := self.proc.poll()) is None:
+            assert time.monotonic() < deadline, "the notifier did not stop after SIGTERM"
+            await asyncio.sleep(0.05)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture
+def notifier_env(server_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **server_env,
+        "PAGO_NOTIFIER_GROUP_ID": f"notifier-process-{uuid.uuid4().hex[:8]}",
+        "PAGO_NOTIFIER_HTTP_PORT": "0",
+        "PAGO_NOTIFIER_BATCH_WAIT_MS": "20",
+        "PAGO_NOTIFIER_FETCH_WAIT_MS": "50",
+        "PAGO_NOTIFIER_POLL_INTERVAL": "0.05",
+        "PAGO_NOTIFIER_RETRY_UNIT_SECONDS": "0.01",
+        "PAGO_NOTIFIER_SHUTDOWN_TIMEOUT": "10",
+        "PAGO_WEBHOOK_ALLOW_LOOPBACK": "true",
+        "PAGO_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def processes() -> Iterator[list[NotifierProcess]]:
+    started: list[NotifierProcess] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.close()
+
+
+async def test_every_event_reaches_every_endpoint_once_across_a_restart(
+    db: AsyncEngine,
+    hooks: Receiver,
+    producer: AIOKafkaProducer,
+    notifier_env: dict[str, str],
+    processes: list[NotifierProcess],
+) -> None:
+    merchant = await seed_merchant(db)
+    a_id, a_secret = await seed_endpoint(db, merchant, hooks.url("/a"))
+    b_id, b_secret = await seed_endpoint(db, merchant, hooks.url("/b"), events=ALL_EVENTS)
+    secrets = {"/a": a_secret, "/b": b_secret}
+
+    first = NotifierProcess(notifier_env)
+    processes.append(first)
+    await first.started()
+    before = [e for _ in range(3) for e in mixed_events(merchant)]  # 9 to /a, 15 to /b
+    await publish(producer, before)
+    await hooks.wait_for(lambda r: len(r.at("/a")) == 9 and len(r.at("/b")) == 15)
+
+    # A request in flight when SIGTERM arrives finishes and is recorded before the exit.
+    hooks.script("/a", Reply(delay=1.5))
+    in_flight = updated(merchant, SessionStatus.PAID)
+    await publish(producer, [in_flight])
+    await hooks.wait_for(lambda r: any(x.event["id"] == in_flight.event_id for x in r.at("/a")))
+    assert await first.terminate() == 0
+    assert any(e.get("msg") == "notifier stopped" for e in first.logs)
+    a_rows = {r["event_id"]: r for r in await deliveries(db, a_id)}
+    assert a_rows[in_flight.event_id]["status"] == DeliveryStatus.SUCCEEDED
+
+    after = [e for _ in range(2) for e in mixed_events(merchant)]
+    await publish(producer, after)  # while no notifier runs
+    second = NotifierProcess(notifier_env)
+    processes.append(second)
+    await second.started()
+    await hooks.wait_for(lambda r: len(r.at("/a")) == 9 + 1 + 6 and len(r.at("/b")) == 15 + 1 + 10)
+    await asyncio.sleep(0.5)  # room for a duplicate to show up, if there were one
+    assert await second.terminate() == 0
+
+    for path in ("/a", "/b"):
+        ids = Counter(verify(r, secrets[path])["id"] for r in hooks.at(path))
+        assert all(n == 1 for n in ids.values()), ids.most_common(3)
+    expected_b = {e.event_id for e in [*before, in_flight, *after] if e.type != "session.created"}
+    expected_b -= {  # an Underpaid → Underpaid update is no webhook
+        e.event_id
+        for e in [*before, *after]
+        if isinstance(e, SessionUpdated) and e.previous_status is SessionStatus.UNDERPAID
+    }
+    assert {r.event["id"] for r in hooks.at("/b")} == expected_b
+    rows = [*await deliveries(db, a_id), *await deliveries(db, b_id)]
+    assert {r["status"] for r in rows} == {DeliveryStatus.SUCCEEDED}
+    assert all(r["attempts"] == 1 for r in rows)

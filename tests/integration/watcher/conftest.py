@@ -1,0 +1,34 @@
+"""Fixtures of the watcher's process tests (the component tests' helpers, real subprocesses)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pago.devstack.anvil import Anvil
+from pago.devstack.kafka_mock import KafkaServer
+from tests.component.watcher.support import chains_file
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    with Anvil.start(tmp_path_factory.mktemp("watcher-process-anvil")) as node:
+        yield node
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaServer]:
+    """A broker of this test's own: cursors are per network and mode (see the component
+    tests' conftest)."""
+    server = KafkaServer.start(env={})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def chains(tmp_path: Path, anvil: Anvil) -> Path:
+    return chains_file(tmp_path / "chains.toml", anvil, confirmations=2)

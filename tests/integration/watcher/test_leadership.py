@@ -1,0 +1,140 @@
+"""Two replicas of one watcher: one scans, the other stands by and takes over.
+
+The leader is SIGKILLed: with the production lease settings (10 s TTL, 2 s retry) the standby
+must scan within 30 s of the death, publish what was paid meanwhile, and never write a
+cursor behind the dead leader's. A SIGTERMed leader finishes, writes its cursor, exits 0 and
+releases the lease, so its standby takes over at once instead of after the TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pago.common.enums import TransferStage
+from pago.devstack.anvil import Anvil
+from pago.devstack.kafka_mock import KafkaServer
+from pago.devstack.redis_server import RedisServer
+from tests.component.watcher.support import (
+    Payment,
+    by_stage,
+    new_addresses,
+    pay_in_one_block,
+    read_cursors,
+    read_transfers,
+    watch,
+)
+from tests.integration.watcher.process import WatcherProcess
+
+TAKEOVER_LIMIT = 30.0
+LEADING = "leading: this replica scans now"
+
+
+def _pair(
+    kafka: str, redis_url: str, chains: Path, **settings: str
+) -> tuple[WatcherProcess, WatcherProcess]:
+    """Two replicas started at once (start-up is the slow part); the lease picks the leader.
+    Returns (leader, standby)."""
+    a = WatcherProcess(kafka, redis_url, chains, **settings)
+    b = WatcherProcess(kafka, redis_url, chains, **settings)
+    try:
+        for replica in (a, b):
+            replica.started()
+        deadline = time.monotonic() + 20
+        while not (a.logged(LEADING) or b.logged(LEADING)):
+            assert time.monotonic() < deadline, (a.logs[-5:], b.logs[-5:])
+            time.sleep(0.02)
+        leader, standby = (a, b) if a.logged(LEADING) else (b, a)
+        standby.until(lambda s: s["role"] == "standby")
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    return leader, standby
+
+
+def _confirmed(tx: str):  # type: ignore[no-untyped-def]
+    return lambda found: any(t.tx_hash == tx and t.stage is TransferStage.CONFIRMED for t in found)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_the_standby_takes_over_within_30_s_of_the_leaders_death(
+    anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
+) -> None:
+    kafka = broker.bootstrap_servers
+    before, during = new_addresses(anvil, 2)
+    await watch(kafka, [before, during])
+    start = str(anvil.web3.eth.block_number + 1)
+    leader, standby = _pair(kafka, redis_server.url, chains, PAGO_WATCHER_START_BLOCK=start)
+    try:
+        assert standby.status()["watch_set"] == 2, "a standby keeps its watch set warm"
+        assert standby.logged(LEADING) is None
+        (tx1,) = pay_in_one_block(anvil, [Payment("USDT", 1, before, 10)])
+        anvil.mine(3)
+        await read_transfers(kafka, _confirmed(tx1))
+        leader_cursor = leader.status()["cursor"]
+
+        leader.kill()
+        died = time.monotonic()
+        (tx2,) = pay_in_one_block(anvil, [Payment("USDT", 1, during, 20)])
+        anvil.mine(3)
+        standby.wait_log(LEADING, timeout=TAKEOVER_LIMIT)
+        took_over = time.monotonic() - died
+        seen = await read_transfers(kafka, _confirmed(tx2), timeout=TAKEOVER_LIMIT)
+        published = time.monotonic() - died
+    finally:
+        leader.close()
+        standby.close()
+
+    assert took_over < TAKEOVER_LIMIT
+    assert published < TAKEOVER_LIMIT, f"tx2 published {published:.1f} s after the death"
+    assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == {tx1, tx2}
+    cursors = await read_cursors(kafka)
+    fences = [fence for _, fence in cursors]
+    assert fences == sorted(fences), "each term writes above every earlier one"
+    assert len(set(fences)) == 2
+    new_term = [c.block_number for c, fence in cursors if fence == fences[-1]]
+    assert min(new_term) >= leader_cursor, "never behind what the dead leader had published"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_sigterm_finishes_writes_the_cursor_and_hands_over_at_once(
+    anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
+) -> None:
+    kafka = broker.bootstrap_servers
+    (address,) = new_addresses(anvil, 1)
+    await watch(kafka, [address])
+    # A lease TTL far beyond the handover we expect: only a release explains a fast takeover.
+    # Cursor records at most every 60 s: the one after the transfer can only be the final one.
+    leader, standby = _pair(
+        kafka,
+        redis_server.url,
+        chains,
+        PAGO_WATCHER_START_BLOCK=str(anvil.web3.eth.block_number + 1),
+        PAGO_WATCHER_LEASE_TTL="60",
+        PAGO_WATCHER_LEASE_RENEW="3",
+        PAGO_WATCHER_LEASE_RETRY="0.5",
+        PAGO_WATCHER_CURSOR_INTERVAL="60",
+    )
+    try:
+        (tx,) = pay_in_one_block(anvil, [Payment("USDC", 2, address, 5)])
+        anvil.mine(3)
+        await read_transfers(kafka, _confirmed(tx))
+        leader.until(lambda s: s["cursor"] is not None and s["cursor"] >= s["confirmable"])
+        final = leader.status()["cursor"]
+
+        stopped = time.monotonic()
+        assert leader.terminate() == 0
+        standby.wait_log(LEADING, timeout=10)
+        handover = time.monotonic() - stopped
+    finally:
+        leader.close()
+        standby.close()
+    assert leader.logged("watcher stopped") is not None
+    last, _ = (await read_cursors(kafka))[-1]
+    assert last.block_number >= final, "the graceful stop wrote the cursor"
+    assert handover < 10, f"handover took {handover:.1f} s: the lease was not released"
