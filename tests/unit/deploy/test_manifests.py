@@ -105,9 +105,9 @@ def test_probe_paths_and_ports_exist_in_the_services(rendered: tuple[str, list[D
     for deployment in _deployments(docs):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             service = _service_of(container)
-            source = "\n".join(
-                p.read_text() for p in (ROOT / "services" / service / "src").rglob("*.py")
-            )
+            # A service's routes are its own code plus pago.common's shared health server.
+            roots = (ROOT / "services" / service / "src", ROOT / "libs" / "common" / "src")
+            source = "\n".join(p.read_text() for root in roots for p in root.rglob("*.py"))
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                 path = _dig(container, (probe, "httpGet", "path"))
                 if path is not None:

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
+from pago.common.health import HealthServer
 from pago.common.kafka import create_producer
 from pago.common.outbox import OutboxRelay
 from pago.common.redis import create_redis
@@ -36,7 +37,6 @@ from pago.matcher.consumer import (
     port_for,
     utc_now,
 )
-from pago.matcher.health import HealthServer
 from pago.matcher.service import TransferMatcher
 from pago.matcher.settings import MatcherSettings
 
@@ -198,9 +198,9 @@ class MatcherApp:
         log.info("matcher stopped")
 
     async def run(self) -> None:
-        """Start, serve until ``request_stop``, stop."""
-        await self.start()
+        """Start, serve until ``request_stop``, stop (also after a start that failed half-way)."""
         try:
+            await self.start()
             await self._stopping.wait()
         finally:
             await self.stop()

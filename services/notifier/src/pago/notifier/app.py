@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
+from pago.common.health import HealthServer
 from pago.common.redis import create_redis
 from pago.notifier.clients import PerEndpointClients
 from pago.notifier.consumer import SessionEventHandler, build_broker
@@ -36,7 +37,6 @@ from pago.notifier.guard import (
     Resolver,
     system_resolver,
 )
-from pago.notifier.health import HealthServer
 from pago.notifier.live import LiveFeed
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender, utc_now
