@@ -7,7 +7,15 @@ import json
 import sys
 from typing import Any
 
-from bench import matcher_drain, notifier_fanout, outbox_relay, session_create, watcher
+from bench import (
+    matcher_drain,
+    notifier_fanout,
+    outbox_relay,
+    session_create,
+    solana_watcher,
+    tron_watcher,
+    watcher,
+)
 from bench.harness import Bench, Servers, servers, write_results
 
 BENCHES: dict[str, Bench] = {
@@ -16,6 +24,8 @@ BENCHES: dict[str, Bench] = {
     "watcher": watcher.run,
     "session_create": session_create.run,
     "notifier_fanout": notifier_fanout.run,
+    "tron_watcher": tron_watcher.run,
+    "solana_watcher": solana_watcher.run,
 }
 
 

@@ -274,6 +274,20 @@ class TestAcknowledgement:
         assert await transactions(db, session.id) == []
         assert harness.offsets.commits == [{TP0: 1}]
 
+    async def test_the_same_token_with_other_decimals_is_not_credited(
+        self, db: AsyncEngine, harness: Harness
+    ) -> None:
+        session = await new_session(db)
+        before = _metric("pago_matcher_invalid_transfers_total", reason="decimals_mismatch")
+
+        await harness.deliver(transfer(session, 10 * 10**18, decimals=18))
+
+        assert await transactions(db, session.id) == []
+        assert (
+            _metric("pago_matcher_invalid_transfers_total", reason="decimals_mismatch")
+            == before + 1
+        )
+
     async def test_no_verdict_means_no_credit(self, db: AsyncEngine, harness: Harness) -> None:
         session = await new_session(db)
         harness.provider.down = True

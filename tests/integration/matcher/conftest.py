@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -63,9 +64,11 @@ def matcher_settings(
         "aml_provider_timeout": 0.5,
         "checkout_base_url": BASE_URL,
         # The mock broker ignores a leaving member until its session times out: with the
-        # production 10 s, the next process of this group would wait ~40 s to join.
+        # production 10 s, the next process of a group would wait ~40 s to join. A group of
+        # our own also keeps any other test's matcher process out of the way.
         "session_timeout_ms": 1000,
         "heartbeat_interval_ms": 250,
+        "group_id": f"pago-matcher-test-{uuid.uuid4().hex[:8]}",
         **over,
     }
     return MatcherSettings.model_validate(values)

@@ -27,7 +27,7 @@ FAST_GROUP = {
 class MatcherProcess:
     """One ``pago-matcher`` process; its JSON log lines are collected as they come."""
 
-    def __init__(self, env: Mapping[str, str], **settings: str) -> None:
+    def __init__(self, env: Mapping[str, str], *, group_id: str, **settings: str) -> None:
         self.env = {
             **env,
             "PAGO_MATCHER_HTTP_PORT": "0",
@@ -37,6 +37,7 @@ class MatcherProcess:
             "PAGO_MATCHER_FETCH_WAIT_MS": "50",
             "PAGO_MATCHER_RETRY_MAX_BACKOFF": "0.5",
             **FAST_GROUP,
+            "PAGO_MATCHER_GROUP_ID": group_id,
             **settings,
         }
         self.logs: list[dict[str, Any]] = []

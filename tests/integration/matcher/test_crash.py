@@ -108,11 +108,12 @@ async def test_no_transfer_is_lost_or_credited_twice_across_sigkills(
     for t, s in zip(transfers, [s for _ in range(PER_SESSION) for s in sessions], strict=True):
         expected[s.id] += t.amount_raw
     env = {**server_env, "PAGO_MATCHER_BATCH_SIZE": "50"}
+    group = f"pago-matcher-crash-{run_id}"  # restarts of one deployment share its group
 
     flow = asyncio.create_task(_flow(producer, transfers))
     kills = []
     for _ in range(KILLS):
-        matcher = MatcherProcess(env)
+        matcher = MatcherProcess(env, group_id=group)
         try:
             await asyncio.to_thread(matcher.started)
             # Kill it mid-work: once it has made progress, after a random slice of a second.
@@ -128,7 +129,7 @@ async def test_no_transfer_is_lost_or_credited_twice_across_sigkills(
             matcher.close()
     await flow
 
-    final = MatcherProcess(env)
+    final = MatcherProcess(env, group_id=group)
     try:
         await asyncio.to_thread(final.started)
         for _ in range(600):

@@ -288,7 +288,7 @@ class TestAml:
         [event] = await published(kafka, session.id, 1)
         assert event.session.status is SessionStatus.BLOCKED  # the notifier's session.blocked
 
-    async def test_a_tron_list_entry_matches_in_its_own_case_only(
+    async def test_a_sanctioned_tron_sender_blocks_a_tron_session(
         self, db: AsyncEngine, matcher: MatcherApp, producer: AIOKafkaProducer
     ) -> None:
         tron = {"network": Network.TRON, "pay_address": "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"}
@@ -338,3 +338,19 @@ class TestAml:
         [case] = await exceptions(db, session.id)
         assert case["status"] == ExceptionStatus.DISMISSED
         assert "clear" in (case["resolution_note"] or "")
+
+
+class TestScheduler:
+    async def test_the_running_matcher_expires_sessions_and_publishes_it(
+        self, db: AsyncEngine, matcher: MatcherApp, kafka: KafkaServer
+    ) -> None:
+        session = await new_session(db, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+
+        await settled(db, session.id, status="Expired")
+
+        [event] = await published(kafka, session.id, 1)
+        assert isinstance(event, SessionUpdated)
+        assert (event.previous_status, event.session.status) == (
+            SessionStatus.PENDING,
+            SessionStatus.EXPIRED,
+        )

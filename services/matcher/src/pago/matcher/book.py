@@ -27,7 +27,7 @@ from pago.common import events
 from pago.common.enums import ExceptionKind, Mode, Network, SessionStatus, Token, TransactionStatus
 from pago.common.money import PRECISION, ceil_units
 from pago.common.outbox import OutboxMessage, enqueue
-from pago.common.sessions import build_session_snapshot
+from pago.common.sessions import SessionTemplate, session_template, transaction_snapshot
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.matcher import domain, metrics, repository
 from pago.matcher.domain import Decision, Policy, SessionState, TransferKey, TxRecord
@@ -143,6 +143,9 @@ class OpenSession:
     policy: Policy
     meta: dict[TransferKey, TxMeta]
     dirty_txs: dict[TransferKey, TxRecord] = field(default_factory=dict)
+    template: SessionTemplate | None = None
+    """The unchanging part of its session object, made at its first event."""
+    tx_snapshots: dict[TxRecord, events.TransactionSnapshot] = field(default_factory=dict)
     dirty: bool = False
 
     @property
@@ -335,37 +338,42 @@ class SessionBook:
 
     def snapshot(self, session: OpenSession, state: SessionState) -> events.SessionSnapshot:
         """The API's session object for ``state`` (not yet written) of ``session``."""
-        row = {
-            **session.row,
-            "status": state.status.value,
-            "amount_received": state.amount_received,
-            "fee_amount": state.fee_amount,
-            "net_amount": state.net_amount,
-            "expires_at": state.expires_at,
-        }
-        txs = []
-        for tx in state.transactions:
+        if session.template is None:
+            session.template = session_template(
+                session.row,
+                merchant=session.merchant,
+                checkout_base_url=self._base_url,
+                sub_merchant_code=session.sub_merchant_code,
+            )
+        return session.template.snapshot(
+            status=state.status,
+            amount_received=state.amount_received,
+            fee_amount=state.fee_amount,
+            net_amount=state.net_amount,
+            expires_at=state.expires_at,
+            transactions=[self._tx_snapshot(session, tx) for tx in state.transactions],
+        )
+
+    @staticmethod
+    def _tx_snapshot(session: OpenSession, tx: TxRecord) -> events.TransactionSnapshot:
+        # A record is immutable and its row details are fixed per transfer, so one snapshot
+        # serves every event that lists it.
+        cached = session.tx_snapshots.get(tx)
+        if cached is None:
             meta = session.meta[tx.key]
-            txs.append(
+            cached = session.tx_snapshots[tx] = transaction_snapshot(
                 {
                     "tx_hash": tx.tx_hash,
                     "amount": tx.amount,
                     "decimals": meta.decimals,
                     "network": meta.network,
-                    "status": tx.status.value,
+                    "status": tx.status,
                     "confirmations": tx.confirmations,
                     "from_address": tx.from_address,
                     "created_at": meta.created_at,
                 }
             )
-        return build_session_snapshot(
-            row,
-            merchant=session.merchant,
-            transactions=txs,
-            checkout_base_url=self._base_url,
-            sub_merchant_code=session.sub_merchant_code,
-            trusted=True,
-        )
+        return cached
 
     async def flush(self, conn: AsyncConnection) -> None:
         """Write everything the book took, in the caller's transaction."""
@@ -391,8 +399,6 @@ class SessionBook:
                         credited=tx.credited,
                         confirmations=tx.confirmations,
                         aml_flags=tx.aml_flags,
-                        created_at=meta.created_at,
-                        updated_at=self._now,
                     )
                 )
             if session.dirty:
@@ -424,7 +430,7 @@ class SessionBook:
         tx_rows: list[repository.TransactionWrite],
         session_rows: list[repository.SessionWrite],
     ) -> None:
-        await repository.upsert_transactions(conn, tx_rows)
+        await repository.upsert_transactions(conn, tx_rows, self._now)
         written = await repository.update_sessions(conn, session_rows, self._now)
         if len(written) != len(session_rows):
             missed = sorted({r.id for r in session_rows} - written)

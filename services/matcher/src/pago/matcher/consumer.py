@@ -259,6 +259,7 @@ def build_broker(
     fetch_wait_ms: int = 100,
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 3_000,
+    group_id: str = GROUP_ID,
 ) -> KafkaBroker:
     """The FastStream broker with the matcher's one subscriber."""
     broker = KafkaBroker(
@@ -270,7 +271,7 @@ def build_broker(
     )
     subscriber = broker.subscriber(
         CHAIN_TRANSFERS,
-        group_id=GROUP_ID,
+        group_id=group_id,
         batch=True,
         max_records=batch_size,
         batch_timeout_ms=batch_timeout_ms,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:  # a second Ctrl-C during the graceful stop
         exit_with(SERVICE, "interrupted")
+    except Exception as exc:
+        # Broker or database unreachable at start, most likely: say so in one line (the JSON
+        # log has the traceback) and exit non-zero so the orchestrator restarts us.
+        logging.getLogger(__name__).critical("matcher failed", exc_info=True)
+        exit_with(SERVICE, f"stopped by {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ class MatcherSettings(CommonSettings):
         env_prefix="PAGO_", extra="ignore", frozen=True, populate_by_name=True
     )
 
+    group_id: str = Field(default="pago-matcher", min_length=1, alias="PAGO_MATCHER_GROUP_ID")
+    """The Kafka consumer group on chain.transfers: every replica of one deployment shares it
+    (a new group starts from the oldest retained transfer)."""
     http_port: int = Field(default=8082, ge=0, le=65535, alias="PAGO_MATCHER_HTTP_PORT")
     """Liveness, readiness and ``/metrics``; 0 picks a free port (tests)."""
     batch_size: int = Field(default=1000, ge=1, le=10_000, alias="PAGO_MATCHER_BATCH_SIZE")

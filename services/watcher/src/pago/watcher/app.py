@@ -36,7 +36,7 @@ from pago.watcher.core.scanner import Scanner, ScanOptions
 from pago.watcher.core.stages import StagePolicy
 from pago.watcher.core.watch_set import WatchSet
 from pago.watcher.core.watchlist import WatchlistFollower
-from pago.watcher.settings import ConfirmAt, Leadership, WatcherSettings
+from pago.watcher.settings import Leadership, WatcherSettings
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def create_app(
     policy = StagePolicy(
         confirmations=confirmations,
         detect_depth=settings.detect_depth,
-        use_finalized=settings.confirm_at is ConfirmAt.FINALIZED,
+        use_finalized=settings.confirm_finalized,
     )
     options = ScanOptions(
         initial_range=min(settings.initial_range, settings.max_range),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from pago.common.enums import Mode, Network
@@ -25,7 +25,7 @@ class ConfirmAt(StrEnum):
     DEPTH = "depth"
     """``confirmed`` at head − confirmations (the registry's depth)."""
     FINALIZED = "finalized"
-    """``confirmed`` at the chain's finalized block (EVM ``finalized`` tag)."""
+    """``confirmed`` at the chain's finalized block (EVM ``finalized`` tag, TRON solidified)."""
 
 
 class WatcherSettings(ServiceSettings):
@@ -41,7 +41,9 @@ class WatcherSettings(ServiceSettings):
     """Comma-separated; overrides the registry's ``rpc_urls``. The first is the primary."""
     start_block: int | None = Field(default=None, ge=0, alias="PAGO_WATCHER_START_BLOCK")
     """First block of a first start (no cursor yet); default: head − confirmations."""
-    confirm_at: ConfirmAt = Field(default=ConfirmAt.DEPTH, alias="PAGO_WATCHER_CONFIRM_AT")
+    confirm_at: ConfirmAt | None = Field(default=None, alias="PAGO_WATCHER_CONFIRM_AT")
+    """Default: ``finalized`` where the registry names that commitment (SOLANA), else
+    ``depth``; see ``confirm_finalized``."""
     detect_depth: int | None = Field(default=0, ge=0, alias="PAGO_WATCHER_DETECT_DEPTH")
     """Blocks on top before ``detected`` is published (0: from the head block itself); an
     empty value turns the detected stage off."""
@@ -78,11 +80,50 @@ class WatcherSettings(ServiceSettings):
     lease_retry: float = Field(default=2.0, gt=0, alias="PAGO_WATCHER_LEASE_RETRY")
     """Seconds between a standby's attempts to take the lease."""
 
+    tron_api_key: SecretStr | None = Field(default=None, alias="PAGO_WATCHER_TRON_API_KEY")
+    """TRON: a TronGrid key, sent as ``TRON-PRO-API-KEY`` to every endpoint of the watcher (so
+    list only providers you trust with it)."""
+    tron_solidified_from: str = Field(
+        default="nodeinfo",
+        pattern="^(nodeinfo|walletsolidity)$",
+        alias="PAGO_WATCHER_TRON_SOLIDIFIED_FROM",
+    )
+    """TRON with ``PAGO_WATCHER_CONFIRM_AT=finalized``: the solidified block from
+    ``wallet/getnodeinfo`` (``nodeinfo``) or ``walletsolidity/getnowblock``."""
+    tron_max_in_flight: int = Field(
+        default=16, ge=1, le=256, alias="PAGO_WATCHER_TRON_MAX_IN_FLIGHT"
+    )
+    """TRON: HTTP requests open at once (blocks and receipts of a range are fetched in
+    parallel); keep it within the provider's rate limit."""
+
+    solana_rpc_budget: float = Field(default=100.0, ge=0, alias="PAGO_WATCHER_SOLANA_RPC_BUDGET")
+    """SOLANA: JSON-RPC calls per second the watcher may spend over all its endpoints (each
+    entry of a batch counts, as providers meter them); 0: unlimited. A tight budget slows the
+    sweeps (the confirmed stage lags), it never skips an account."""
+    solana_batch_size: int = Field(
+        default=100, ge=1, le=1000, alias="PAGO_WATCHER_SOLANA_BATCH_SIZE"
+    )
+    """SOLANA: calls per JSON-RPC batch (1: no batches); a node that refuses batches
+    (Surfpool) gets single calls, ``PAGO_WATCHER_SOLANA_CONCURRENCY`` at a time."""
+    solana_concurrency: int = Field(
+        default=8, ge=1, le=256, alias="PAGO_WATCHER_SOLANA_CONCURRENCY"
+    )
+    """SOLANA: HTTP requests in flight at once per watcher."""
+    solana_signature_page: int = Field(
+        default=1000, ge=1, le=1000, alias="PAGO_WATCHER_SOLANA_SIGNATURE_PAGE"
+    )
+    """SOLANA: ``getSignaturesForAddress`` page size (1,000 is the RPC maximum); fuller
+    histories are paged with ``before``."""
+    solana_balance_hints: bool = Field(default=True, alias="PAGO_WATCHER_SOLANA_BALANCE_HINTS")
+    """SOLANA, confirming at ``finalized``: detect between finalizations from the ATAs' token
+    balances (``getMultipleAccounts``, 100 a call) instead of a signature poll per ATA per
+    head; the confirmed stage always comes from full signature sweeps."""
+
     http_port: int = Field(default=8083, ge=0, le=65535, alias="PAGO_WATCHER_HTTP_PORT")
     """``/healthz``, ``/readyz``, ``/status``, ``/metrics``; 0 picks a free port."""
     shutdown_timeout: float = Field(default=20.0, gt=0, alias="PAGO_WATCHER_SHUTDOWN_TIMEOUT")
 
-    @field_validator("detect_depth", "start_block", mode="before")
+    @field_validator("detect_depth", "start_block", "tron_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -95,6 +136,14 @@ class WatcherSettings(ServiceSettings):
                 "(a leader must get two tries at renewing before it has to step down)"
             )
         return self
+
+    @property
+    def confirm_finalized(self) -> bool:
+        """Whether ``confirmed`` waits for the chain's own finality: ``confirm_at`` if set, else
+        the registry's ``commitment`` (``finalized`` on SOLANA)."""
+        if self.confirm_at is not None:
+            return self.confirm_at is ConfirmAt.FINALIZED
+        return self.registry.network(self.network).commitment == "finalized"
 
     def urls(self) -> tuple[str, ...]:
         """The endpoints to use: ``PAGO_WATCHER_RPC_URLS``, else the registry's."""

@@ -31,8 +31,52 @@ def _evm(settings: WatcherSettings) -> ChainSource:
     )
 
 
+def _tron(settings: WatcherSettings) -> ChainSource:
+    from pago.watcher.chains.tron import SolidifiedFrom, TronSource
+
+    spec = settings.registry.network(settings.network).mode(settings.mode)
+    key = settings.tron_api_key
+    return TronSource.connect(
+        settings.network,
+        settings.mode,
+        spec.tokens,
+        _urls(settings),
+        api_key=key.get_secret_value() if key is not None else None,
+        solidified_from=SolidifiedFrom(settings.tron_solidified_from),
+        max_in_flight=settings.tron_max_in_flight,
+        timeout=settings.rpc_timeout,
+        backoff=Backoff(base=0.25, cap=settings.rpc_backoff_max),
+        stale_blocks=settings.stale_blocks,
+        stale_after=settings.stale_after,
+    )
+
+
+def _solana(settings: WatcherSettings) -> ChainSource:
+    from pago.watcher.chains.solana import SolanaSource
+
+    spec = settings.registry.network(settings.network).mode(settings.mode)
+    return SolanaSource.connect(
+        settings.network,
+        settings.mode,
+        spec.tokens,
+        _urls(settings),
+        timeout=settings.rpc_timeout,
+        budget=settings.solana_rpc_budget,
+        batch_size=settings.solana_batch_size,
+        concurrency=settings.solana_concurrency,
+        signature_page=settings.solana_signature_page,
+        # Hints answer only ranges above the finalized slot, which then carry detections only.
+        balance_hints=settings.solana_balance_hints and settings.confirm_finalized,
+        backoff=Backoff(base=0.25, cap=settings.rpc_backoff_max),
+        stale_blocks=settings.stale_blocks,
+        stale_after=settings.stale_after,
+    )
+
+
 BUILDERS: dict[ChainFamily, Callable[[WatcherSettings], ChainSource]] = {
     ChainFamily.EVM: _evm,
+    ChainFamily.TRON: _tron,
+    ChainFamily.SOLANA: _solana,
 }
 
 

@@ -5,8 +5,9 @@ the order it was sent; the producer is idempotent with ``acks=all`` (``pago.comm
 a retried send neither duplicates nor reorders within a partition. ``publish`` returns only
 once the broker acknowledged every record: the caller may then move the cursor.
 
-The partition is chosen here, by Kafka's default rule (murmur2 of the key), and remembered per
-key: the pure-Python murmur2 was a sixth of a catch-up's time, and addresses repeat.
+Records go out as one record batch per partition rather than one ``send()`` each, and the
+partition is chosen here by Kafka's default rule (murmur2 of the key), remembered per key:
+per-record futures and the pure-Python murmur2 were most of a catch-up's publishing time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from pago.common.enums import Mode, Network, TransferStage
 from pago.common.events import TransferObserved
@@ -78,18 +80,32 @@ class TransferPublisher:
         return once the broker acked all of them; raises if any send failed."""
         if not transfers:
             return
-        acks: list[asyncio.Future[object]] = []
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for t in transfers:
             depth = 0 if stage is TransferStage.REVERTED else max(0, latest - t.block_number)
-            event = self.event(t, stage, depth)
             key = transfer_key(self._network.value, t.to_address).encode()
-            acks.append(
-                await self._producer.send(
-                    CHAIN_TRANSFERS, event.to_bytes(), key=key, partition=await self._partition(key)
-                )
-            )
+            record = (key, self.event(t, stage, depth).to_bytes())
+            by_partition.setdefault(await self._partition(key), []).append(record)
+        acks: list[asyncio.Future[object]] = []
+        for partition, records in by_partition.items():
+            # One record batch per partition (more when full), records in their given order;
+            # a future per batch instead of one per record: ~5× less work than send().
+            batch = self._producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    acks.append(await self._send(batch, partition))
+                    batch = self._producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a record of {len(value)} bytes exceeds a batch")
+            acks.append(await self._send(batch, partition))
         await asyncio.gather(*acks)
         self._published[stage].inc(len(transfers))
+
+    async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = await self._producer.send_batch(
+            batch, CHAIN_TRANSFERS, partition=partition
+        )
+        return future
 
     async def _partition(self, key: bytes) -> int:
         partition = self._partitions.get(key)

@@ -1,0 +1,832 @@
+"""The SOLANA ``ChainSource``: SPL token deposits to watched owners' associated token accounts.
+
+A deposit address is an owner pubkey (from an imported pool). Payments land in the owner's
+associated token account (ATA) of each registry mint, derived from owner + token program +
+mint (the program is read from the mint account once: SPL Token or Token-2022). The owner
+itself appears in no ``transfer_checked``, so the ATAs are what is followed.
+
+How a slot range ``[start, end]`` is answered (the core drives it like EVM blocks):
+
+1. **Signatures** per ATA with ``getSignaturesForAddress(ATA, until=<newest known>)``, paged
+   with ``before`` past the page size (1,000), at ``confirmed`` commitment. Each ATA remembers
+   the slot through which its list is complete (``verified``: the endpoint's confirmed head
+   when the newest page was asked for) and from which (``complete_from``), so a range another
+   loop already swept costs nothing, and one sweep serves every range up to its head.
+2. **Transactions** (``getTransaction``, ``jsonParsed``, cached per signature): the credit is
+   the ATA's post − pre token balance for a registry mint (pre is 0 when the ATA was created
+   in the same transaction); the sender is the owner of the token account of that mint whose
+   balance fell the most (the fee payer if none fell, e.g. a mint). Failed transactions and
+   debits are ignored; token accounts other than the followed ATAs are never credited.
+3. **Finality**: every signature in a slot at or below the finalized slot must have
+   ``getSignatureStatuses`` = ``finalized`` (Surfpool's ``getSignaturesForAddress`` ignores
+   ``commitment: finalized``, so the list itself cannot be trusted to say it).
+
+The cost that matters is step 1: one call per ATA per sweep, and with ``confirmed`` at
+``finalized`` the core asks for a range above the finalized slot on every head poll (the
+detected stage). With ``balance_hints`` those ranges are answered from the ATAs' token
+balances instead: ``getMultipleAccounts`` (100 ATAs a call, 8 bytes of each: the amount) and a
+signature poll of only the ATAs whose balance moved. A balance can move and come back between
+two reads (a deposit swept out at once): such a transfer is missed by the *detected* stage
+only, because ranges at or below the finalized slot — the confirmed stage, backfills, re-checks —
+are always answered from full signature sweeps. ``docs/solana-watcher.md`` has the numbers.
+
+Identity: ``tx_hash`` is the signature (base58); ``log_index`` is the index of the credited ATA
+in the transaction's account keys (static keys, then loaded writable, then loaded read-only
+addresses, as ``jsonParsed`` lists them), which every fetch of the transaction gives alike. One
+transaction crediting one ATA twice is one transfer of the net amount.
+
+Blocks: ``getBlocks`` lists the slots that have a block (skipped slots have none), and a
+block's hash is ``getBlock(…, transactionDetails: none).blockhash``. A ref's parent hash is
+the hash of the previous *listed* block as read here, not the block's ``previousBlockhash``:
+Surfpool's synthetic hashes do not link (a block with transactions names a parent hash no block
+has), while the hash of one slot stays the same on every read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import logging
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from solders.pubkey import Pubkey
+from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import get_associated_token_address
+
+from pago.common.enums import Mode, Network, Token
+from pago.common.networks import TokenSpec
+from pago.watcher.chains.base import WatchView
+from pago.watcher.chains.solana_rpc import (
+    BUDGET_WAIT,
+    Call,
+    CallBudget,
+    RpcStats,
+    SolanaNode,
+)
+from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
+from pago.watcher.core.rpc import EndpointPool, RpcError
+from pago.watcher.core.watch_set import WatchSet
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_PAGE = 1000
+"""``getSignaturesForAddress`` returns at most this many signatures a call."""
+ACCOUNTS_PER_CALL = 100
+"""``getMultipleAccounts`` takes at most this many accounts a call."""
+STATUSES_PER_CALL = 256
+"""``getSignatureStatuses`` takes at most this many signatures a call."""
+AMOUNT_SLICE = {"offset": 64, "length": 8}
+"""The token account's ``amount`` (u64 LE after mint and owner), the same in Token-2022."""
+LISTING_SLOTS = 8192
+"""Slots whose block list is remembered (the detect loop's listing serves the confirm loop's
+ranges ~32 slots later, and any range of the last hour on mainnet)."""
+HEADER_CACHE = 16_384
+TX_CACHE = 100_000
+FINAL_CACHE = 200_000
+RETAIN_SLOTS = 20_000
+"""Signatures older than this many slots below the finalized slot are forgotten (~2.2 h on
+mainnet): far more than a backfill looks back; an older range is swept again."""
+LOOKBACK = (64, 4096)
+"""Slots searched back for the newest block below a range (skipped slots have none)."""
+TOKEN_PROGRAMS = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
+_CONFIRMED = {"commitment": "confirmed"}
+
+
+@lru_cache(maxsize=1 << 16)
+def base58_pubkey(key: bytes) -> str:
+    """The base58 spelling of a 32-byte pubkey (what the api stores as ``pay_address``)."""
+    return str(Pubkey.from_bytes(key))
+
+
+def associated_token_account(owner: bytes, mint: Pubkey, program: Pubkey) -> str:
+    return str(get_associated_token_address(Pubkey.from_bytes(owner), mint, program))
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One token account's net gain of one registry mint in one transaction."""
+
+    index: int
+    """The account's index in the transaction's account keys (the transfer's log_index)."""
+    account: str
+    mint: str
+    amount: int
+    """Base units (post − pre); never a float."""
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedTx:
+    slot: int
+    ok: bool
+    credits: tuple[Credit, ...]
+
+
+def decode_transaction(tx: Mapping[str, Any], mints: Collection[str]) -> DecodedTx:
+    """The registry-mint credits of a ``getTransaction`` (``jsonParsed``) answer."""
+    slot = int(tx["slot"])
+    meta = tx.get("meta") or {}
+    if meta.get("err") is not None:
+        return DecodedTx(slot, False, ())
+    keys = [k["pubkey"] if isinstance(k, dict) else str(k) for k in _account_keys(tx)]
+    amounts: dict[int, list[int]] = {}
+    mint_of: dict[int, str] = {}
+    owner_of: dict[int, str] = {}
+    for phase, entries in enumerate((meta.get("preTokenBalances"), meta.get("postTokenBalances"))):
+        for entry in entries or ():
+            mint = entry.get("mint")
+            if mint not in mints:
+                continue
+            index = int(entry["accountIndex"])
+            amounts.setdefault(index, [0, 0])[phase] = int(entry["uiTokenAmount"]["amount"])
+            mint_of[index] = mint
+            if entry.get("owner"):
+                owner_of[index] = entry["owner"]
+    credits = []
+    for index, (pre, post) in sorted(amounts.items()):
+        if post <= pre:
+            continue
+        mint = mint_of[index]
+        fell = [
+            (before - after, -other)
+            for other, (before, after) in amounts.items()
+            if mint_of[other] == mint and after < before
+        ]
+        if fell:
+            payer = -max(fell)[1]
+            sender = owner_of.get(payer, keys[payer])
+        else:
+            sender = keys[0]  # nothing fell (a mint): the fee payer sent it
+        credits.append(Credit(index, keys[index], mint, post - pre, sender))
+    return DecodedTx(slot, True, tuple(credits))
+
+
+def _account_keys(tx: Mapping[str, Any]) -> list[Any]:
+    message = tx["transaction"]["message"]
+    keys = list(message["accountKeys"])
+    if keys and isinstance(keys[0], dict):
+        return keys  # jsonParsed lists loaded addresses too, in order
+    loaded = (tx.get("meta") or {}).get("loadedAddresses") or {}
+    return keys + list(loaded.get("writable", ())) + list(loaded.get("readonly", ()))
+
+
+@dataclass(slots=True, eq=False)
+class Account:
+    """One followed ATA and what is known of its signatures.
+
+    ``sigs`` holds every signature of the account in slots ``[complete_from, verified]``
+    (and perhaps newer ones): signature → (slot, succeeded). ``verified`` is -1 until the
+    first poll. ``hinted``: the newest slot at which its balance was read unchanged.
+    """
+
+    address: str
+    owner: bytes
+    mint: int
+    sigs: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    newest: str | None = None
+    newest_slot: int = -1
+    verified: int = -1
+    complete_from: int = 0
+    hinted: int = -1
+    amount: int | None = None
+    amount_read: bool = False
+
+    def covers(self, low: int, high: int) -> bool:
+        return self.verified >= high and self.complete_from <= low
+
+
+@dataclass(slots=True, eq=False)
+class _Poll:
+    """One account's signature poll in progress (pages newest-first)."""
+
+    account: Account
+    incremental: bool
+    """From the newest known signature down to ``verified`` (else from the top down to the
+    range's start)."""
+    stop: int
+    """Slots at or below this are known already: a page reaching one ends the poll."""
+    until: str | None
+    before: str | None = None
+    reference: int | None = None
+    found: list[tuple[str, int, bool]] = field(default_factory=list)
+
+    def params(self, page: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": page, **_CONFIRMED}
+        if self.until is not None:
+            params["until"] = self.until
+        if self.before is not None:
+            params["before"] = self.before
+        return params
+
+
+class Listing:
+    """Which slots of one window ``[lo, hi]`` have a block (as ``getBlocks`` listed them).
+
+    Inside the window "no block at s" is known too, which finding the newest block at or below
+    a slot needs. A listing that does not touch the window replaces it.
+    """
+
+    def __init__(self, capacity: int = LISTING_SLOTS) -> None:
+        self.capacity = capacity
+        self.lo = 0
+        self.hi = -1
+        self._slots: list[int] = []
+
+    def covers(self, lo: int, hi: int) -> bool:
+        return self.lo <= lo and hi <= self.hi
+
+    def slots(self, lo: int, hi: int) -> list[int]:
+        return self._slots[
+            bisect.bisect_left(self._slots, lo) : bisect.bisect_right(self._slots, hi)
+        ]
+
+    def add(self, lo: int, hi: int, slots: Sequence[int]) -> None:
+        if self.hi < self.lo or lo > self.hi + 1 or hi < self.lo - 1:
+            self.lo, self.hi, self._slots = lo, hi, sorted(slots)
+        else:
+            keep = [s for s in self._slots if not lo <= s <= hi]
+            self._slots = sorted({*keep, *slots})
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        if self.hi - self.lo + 1 > self.capacity:
+            self.lo = self.hi - self.capacity + 1
+            del self._slots[: bisect.bisect_left(self._slots, self.lo)]
+
+    def newest_at_or_below(self, slot: int) -> int | None:
+        """The newest listed block ≤ ``slot`` inside the window; None if unknown here."""
+        if not self.lo <= slot <= self.hi:
+            return None
+        i = bisect.bisect_right(self._slots, slot)
+        return self._slots[i - 1] if i else None
+
+
+class SolanaSource:
+    """SPL token deposits (the registry's mints) to watched owners' ATAs on one network."""
+
+    def __init__(
+        self,
+        network: Network,
+        mode: Mode,
+        tokens: Mapping[Token, TokenSpec],
+        pool: EndpointPool[SolanaNode],
+        *,
+        budget: CallBudget | None = None,
+        stats: RpcStats | None = None,
+        batch_size: int = 100,
+        concurrency: int = 8,
+        signature_page: int = SIGNATURE_PAGE,
+        balance_hints: bool = True,
+        retain_slots: int = RETAIN_SLOTS,
+    ) -> None:
+        if not tokens:
+            raise ValueError(f"{network} {mode}: the registry names no token mint")
+        if not 1 <= signature_page <= SIGNATURE_PAGE:
+            raise ValueError(f"signature_page must be within 1..{SIGNATURE_PAGE}")
+        self._network = network
+        self._mode = mode
+        self._pool = pool
+        self._specs = {spec.contract: spec for spec in tokens.values()}
+        self._mints = sorted(self._specs)
+        self._mint_keys = [Pubkey.from_string(m) for m in self._mints]
+        self._programs: list[Pubkey] | None = None
+        self.budget = budget or CallBudget(0)
+        self.stats = stats or RpcStats()
+        self._batch_size = batch_size
+        self._inflight = asyncio.Semaphore(concurrency)
+        self._page = signature_page
+        self._hints = balance_hints
+        self._retain = retain_slots
+        self._owners: dict[bytes, tuple[Account, ...]] = {}
+        self._accounts: dict[str, Account] = {}
+        self._txs: OrderedDict[str, DecodedTx] = OrderedDict()
+        self._final: set[str] = set()
+        self._headers: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._listing = Listing()
+        self._finalized = -1
+        self._pruned_at = -1
+        self._verify_lock = asyncio.Lock()
+        self._heads = {id(ep.client): ep for ep in pool.endpoints}
+        self._m_wait = BUDGET_WAIT.labels(network.value)
+
+    @classmethod
+    def connect(
+        cls,
+        network: Network,
+        mode: Mode,
+        tokens: Mapping[Token, TokenSpec],
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        budget: float = 0.0,
+        batch_size: int = 100,
+        concurrency: int = 8,
+        signature_page: int = SIGNATURE_PAGE,
+        balance_hints: bool = True,
+        **pool_options: Any,
+    ) -> SolanaSource:
+        """A source over HTTP endpoints ``urls`` (the first is the primary); ``budget``: JSON-RPC
+        calls per second over all of them (0: unlimited)."""
+        stats = RpcStats()
+        nodes = [
+            (
+                url,
+                SolanaNode(
+                    url,
+                    network.value,
+                    stats,
+                    timeout=timeout,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                ),
+            )
+            for url in urls
+        ]
+        pool: EndpointPool[SolanaNode] = EndpointPool.of(
+            network.value, nodes, timeout=timeout, **pool_options
+        )
+        return cls(
+            network,
+            mode,
+            tokens,
+            pool,
+            budget=CallBudget(budget),
+            stats=stats,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            signature_page=signature_page,
+            balance_hints=balance_hints,
+        )
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def network(self) -> Network:
+        return self._network
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def key_size(self) -> int:
+        return 32
+
+    @property
+    def endpoints(self) -> EndpointPool[SolanaNode]:
+        return self._pool
+
+    def address_key(self, address: str) -> bytes:
+        try:
+            return bytes(Pubkey.from_string(address))
+        except ValueError:
+            raise ValueError(f"not a Solana address: {address!r}") from None
+
+    def address_text(self, key: bytes) -> str:
+        return base58_pubkey(key)
+
+    def accounts_of(self, owner: bytes) -> tuple[Account, ...]:
+        """The followed ATAs of ``owner``, one per registry mint (needs the token programs)."""
+        accounts = self._owners.get(owner)
+        if accounts is None:
+            if self._programs is None:
+                raise RuntimeError("the mints' token programs are not known yet")
+            accounts = tuple(
+                Account(associated_token_account(owner, mint, program), owner, i)
+                for i, (mint, program) in enumerate(
+                    zip(self._mint_keys, self._programs, strict=True)
+                )
+            )
+            self._owners[owner] = accounts
+            for account in accounts:
+                self._accounts[account.address] = account
+        return accounts
+
+    # -- RPC -------------------------------------------------------------------------------
+
+    async def _take(self, calls: int) -> None:
+        waited = await self.budget.take(calls)
+        if waited:
+            self._m_wait.inc(waited)
+
+    def _head_of(self, node: SolanaNode) -> int:
+        endpoint = self._heads.get(id(node))
+        return endpoint.head if endpoint is not None and endpoint.head is not None else -1
+
+    async def _send(
+        self, chunk: Sequence[Call], method: str, min_head: int | None
+    ) -> tuple[list[Any], int]:
+        async def op(node: SolanaNode) -> tuple[list[Any], int]:
+            # Read before the calls: everything confirmed up to it is in their answers.
+            head = self._head_of(node)
+            return await node.calls(chunk), head
+
+        async with self._inflight:
+            return await self._pool.call(op, method=method, min_head=min_head)
+
+    async def _spread(
+        self, calls: Sequence[Call], *, method: str, min_head: int | None = None
+    ) -> list[tuple[Any, int]]:
+        """Each call's result with the confirmed head of the endpoint that answered it.
+
+        Batches are paid for one at a time as they leave, so a call of another loop (the
+        head, the balance hints) waits behind at most one batch of a long sweep.
+        """
+        tasks: list[asyncio.Task[tuple[list[Any], int]]] = []
+        try:
+            for lo in range(0, len(calls), self._batch_size):
+                chunk = calls[lo : lo + self._batch_size]
+                await self._take(len(chunk))
+                tasks.append(asyncio.create_task(self._send(chunk, method, min_head)))
+            answers = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [(result, head) for results, head in answers for result in results]
+
+    async def _one(self, method: str, params: list[Any], min_head: int | None = None) -> Any:
+        ((result, _),) = await self._spread([(method, params)], method=method, min_head=min_head)
+        return result
+
+    async def _load_programs(self) -> list[Pubkey]:
+        """Each mint's token program (SPL Token or Token-2022), read once from the mints."""
+        if self._programs is not None:
+            return self._programs
+        answer = await self._one(
+            "getMultipleAccounts",
+            [self._mints, {"encoding": "base64", "dataSlice": {"offset": 0, "length": 0}}],
+        )
+        programs = []
+        for mint, value in zip(self._mints, answer["value"], strict=True):
+            if value is None:
+                raise RpcError(f"mint {mint} does not exist on this cluster")
+            program = Pubkey.from_string(value["owner"])
+            if program not in TOKEN_PROGRAMS:
+                raise RpcError(f"{mint} is owned by {program}, not a token program")
+            programs.append(program)
+        self._programs = programs
+        return programs
+
+    # -- ChainSource -----------------------------------------------------------------------
+
+    async def head(self, *, finalized: bool = False) -> ChainHead:
+        """The confirmed slot; the finalized slot is read in the same request every time (it
+        bounds what must be final), and returned when asked for."""
+        await self._take(2 * len(self._pool.endpoints))
+
+        async def slots(node: SolanaNode) -> int:
+            confirmed, final = await node.calls(
+                [("getSlot", [_CONFIRMED]), ("getSlot", [{"commitment": "finalized"}])]
+            )
+            node.finalized = int(final)
+            return int(confirmed)
+
+        latest = await self._pool.refresh_heads(slots)
+        best = next(ep for ep in self._pool.endpoints if ep.head == latest)
+        final = min(best.client.finalized if best.client.finalized is not None else -1, latest)
+        self._finalized = max(self._finalized, final)
+        return ChainHead(latest, final) if finalized else ChainHead(latest)
+
+    async def blocks(self, start: int, end: int) -> list[BlockRef]:
+        if end < start:
+            return []
+        slots = await self._list(start, end)
+        hashes = await self._headers_of(slots, end)
+        refs = []
+        previous: str | None = None
+        for slot in slots:
+            block_hash, parent_hash = hashes[slot]
+            if previous is None:
+                known = self._listing.newest_at_or_below(slot - 1)
+                header = self._headers.get(known) if known is not None else None
+                previous = header[0] if header is not None else parent_hash
+            refs.append(BlockRef(slot, block_hash, previous))
+            previous = block_hash
+        return refs
+
+    async def transfers(self, start: int, end: int, watched: WatchView) -> Scan:
+        """Every credit in slots ``[start, end]`` to an ATA of an owner in ``watched``.
+
+        Up to the finalized slot (and everywhere without ``balance_hints``) from full
+        signature sweeps; above it from balance hints (see the module docstring).
+        """
+        if end < start:
+            raise ValueError(f"empty range [{start}, {end}]")
+        slots = await self._list(start, end)
+        await self._load_programs()
+        accounts = self._accounts_for(watched)
+        verify_to = min(end, self._finalized) if self._hints else end
+        if accounts and verify_to >= start:
+            await self._verify(accounts, start, verify_to)
+        if accounts and end > verify_to:
+            await self._hint(accounts, max(start, verify_to + 1), end)
+        found = self._signatures_in(accounts, start, end)
+        txs = await self._transactions(found, end)
+        await self._check_final(
+            [sig for sig, slot in found.items() if slot <= self._finalized], accounts, end
+        )
+        wanted = {tx.slot for tx in txs.values() if tx.credits}
+        parent = await self._newest_at_or_below(start - 1, end)
+        last = slots[-1] if slots else parent
+        hashes = await self._headers_of(
+            sorted(wanted | ({last} if last is not None else set())), end
+        )
+        transfers = []
+        for sig in sorted(found, key=lambda s: (found[s], s)):
+            tx = txs[sig]
+            if not tx.ok:
+                continue
+            if not start <= tx.slot <= end:
+                raise RpcError(f"{sig} is in slot {tx.slot}, outside [{start}, {end}]")
+            for credit in tx.credits:
+                account = self._accounts.get(credit.account)
+                if account is None or account.owner not in watched:
+                    continue  # not a followed ATA (another token account of the owner, say)
+                if self._mints[account.mint] != credit.mint:
+                    continue
+                spec = self._specs[credit.mint]
+                transfers.append(
+                    Transfer(
+                        token=spec.symbol,
+                        contract=spec.contract,
+                        tx_hash=sig,
+                        log_index=credit.index,
+                        block_number=tx.slot,
+                        block_hash=hashes[tx.slot][0],
+                        from_address=credit.sender,
+                        to_address=self.address_text(account.owner),
+                        amount_raw=credit.amount,
+                        decimals=spec.decimals,
+                    )
+                )
+        parent_hash = await self._hash_at(parent, end)
+        end_hash = hashes[last][0] if last is not None else parent_hash
+        self._prune()
+        return Scan(start, end, parent_hash, end_hash, transfers)
+
+    async def aclose(self) -> None:
+        for endpoint in self._pool.endpoints:
+            await endpoint.client.aclose()
+
+    # -- accounts and signatures -----------------------------------------------------------
+
+    def _accounts_for(self, watched: WatchView) -> list[Account]:
+        accounts: list[Account] = []
+        for owner in watched:
+            accounts.extend(self.accounts_of(owner))
+        if isinstance(watched, WatchSet) and len(self._owners) > 2 * len(watched) + 1024:
+            # Owners the watch set evicted (expired sessions): forget their accounts.
+            self._owners = {o: a for o, a in self._owners.items() if o in watched}
+            self._accounts = {a.address: a for accs in self._owners.values() for a in accs}
+        return accounts
+
+    async def _verify(self, accounts: Sequence[Account], low: int, high: int) -> None:
+        """Make every account's signature list complete over ``[low, high]``.
+
+        One sweep at a time: the confirm loop fetches several ranges at once, and the first
+        sweep (to the endpoint's head) usually covers the others.
+        """
+        async with self._verify_lock:
+            stale = [a for a in accounts if not a.covers(low, high)]
+            if stale:
+                await self._poll(stale, low, high)
+
+    async def _hint(self, accounts: Sequence[Account], low: int, high: int) -> None:
+        """Read the balances of accounts not yet known through ``high``; poll the signatures
+        of those whose balance moved (or was never read)."""
+        stale = [a for a in accounts if max(a.hinted, a.verified) < high]
+        if not stale:
+            return
+        chunks = [stale[i : i + ACCOUNTS_PER_CALL] for i in range(0, len(stale), ACCOUNTS_PER_CALL)]
+        options = {"encoding": "base64", "dataSlice": AMOUNT_SLICE, **_CONFIRMED}
+        answers = await self._spread(
+            [("getMultipleAccounts", [[a.address for a in chunk], options]) for chunk in chunks],
+            method="getMultipleAccounts",
+            min_head=high,
+        )
+        moved: list[tuple[Account, int | None]] = []
+        quiet: list[tuple[Account, int | None, int]] = []
+        for chunk, (answer, _) in zip(chunks, answers, strict=True):
+            slot = int(answer["context"]["slot"])
+            if slot < high:
+                raise RpcError(f"balances read at slot {slot}, before {high}")
+            for account, value in zip(chunk, answer["value"], strict=True):
+                amount = None if value is None else _amount(value)
+                if account.amount_read and amount == account.amount:
+                    quiet.append((account, amount, slot))
+                else:
+                    moved.append((account, amount))
+        if moved:
+            await self._poll([a for a, _ in moved], low, high)
+        # Only now: a poll that failed must find the same balances moved next time.
+        for account, amount in moved:
+            account.amount, account.amount_read = amount, True
+        for account, amount, slot in quiet:
+            account.amount, account.hinted = amount, max(account.hinted, slot)
+
+    async def _poll(self, accounts: Sequence[Account], low: int, min_head: int) -> None:
+        """Page each account's signatures, newest first, down to what is known (or to ``low``).
+
+        An account known over ``[complete_from, verified]`` with ``complete_from <= low`` asks
+        only for what is newer than its newest signature (``until``: one empty answer when
+        idle); any other is read from the top down to ``low``.
+        """
+        polls = []
+        for a in accounts:
+            incremental = a.verified >= 0 and a.complete_from <= low
+            polls.append(
+                _Poll(
+                    a,
+                    incremental,
+                    stop=a.verified if incremental else low - 1,
+                    until=a.newest if incremental else None,
+                )
+            )
+        pending = polls
+        while pending:
+            calls = [
+                ("getSignaturesForAddress", [p.account.address, p.params(self._page)])
+                for p in pending
+            ]
+            answers = await self._spread(calls, method="getSignaturesForAddress", min_head=min_head)
+            more = []
+            for p, (entries, head) in zip(pending, answers, strict=True):
+                if not isinstance(entries, list):
+                    raise RpcError(f"getSignaturesForAddress answered {str(entries)[:200]}")
+                if p.reference is None:
+                    p.reference = head
+                reached = False
+                for entry in entries:
+                    slot = int(entry["slot"])
+                    if slot <= p.stop:
+                        reached = True
+                    elif entry.get("confirmationStatus") != "processed":
+                        p.found.append((entry["signature"], slot, entry.get("err") is None))
+                if entries and len(entries) >= self._page and not reached:
+                    p.before = entries[-1]["signature"]
+                    more.append(p)
+            pending = more
+        for p in polls:
+            _merge(p, low)
+
+    def _signatures_in(self, accounts: Sequence[Account], start: int, end: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for account in accounts:
+            for sig, (slot, ok) in account.sigs.items():
+                if ok and start <= slot <= end:
+                    found[sig] = slot
+        return found
+
+    async def _transactions(self, found: Mapping[str, int], end: int) -> dict[str, DecodedTx]:
+        missing = [sig for sig in found if sig not in self._txs]
+        if missing:
+            options = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0, **_CONFIRMED}
+            answers = await self._spread(
+                [("getTransaction", [sig, options]) for sig in missing],
+                method="getTransaction",
+                min_head=end,
+            )
+            mints = frozenset(self._mints)
+            for sig, (tx, _) in zip(missing, answers, strict=True):
+                if tx is None:
+                    raise RpcError(f"getTransaction: the endpoint does not have {sig} yet")
+                self._txs[sig] = decode_transaction(tx, mints)
+                if len(self._txs) > TX_CACHE:
+                    self._txs.popitem(last=False)
+        return {sig: self._txs[sig] for sig in found}
+
+    async def _check_final(
+        self, sigs: Sequence[str], accounts: Sequence[Account], end: int
+    ) -> None:
+        """Raise unless every one of ``sigs`` (all in finalized slots) is ``finalized``.
+
+        An unknown signature is dropped from its accounts, which are polled from scratch on
+        the retry: a transaction that is not on the chain any more must not be confirmed.
+        """
+        unknown = [sig for sig in sigs if sig not in self._final]
+        if not unknown:
+            return
+        calls: list[Call] = [
+            (
+                "getSignatureStatuses",
+                [unknown[i : i + STATUSES_PER_CALL], {"searchTransactionHistory": True}],
+            )
+            for i in range(0, len(unknown), STATUSES_PER_CALL)
+        ]
+        answers = await self._spread(calls, method="getSignatureStatuses", min_head=end)
+        statuses = [status for answer, _ in answers for status in answer["value"]]
+        pending, gone = [], set()
+        for sig, status in zip(unknown, statuses, strict=True):
+            if status is None:
+                gone.add(sig)
+            elif status.get("confirmationStatus") == "finalized":
+                self._final.add(sig)
+            else:
+                pending.append(sig)
+        if len(self._final) > FINAL_CACHE:
+            self._final.clear()
+        if gone:
+            for account in accounts:
+                if gone.intersection(account.sigs):
+                    for sig in gone:
+                        account.sigs.pop(sig, None)
+                    account.verified, account.newest, account.newest_slot = -1, None, -1
+            raise RpcError(
+                f"{len(gone)} signature(s) in finalized slots are unknown, e.g. {min(gone)}"
+            )
+        if pending:
+            raise RpcError(f"{len(pending)} signature(s) in finalized slots are not finalized yet")
+
+    def _prune(self) -> None:
+        floor = self._finalized - self._retain
+        if floor <= 0 or floor - self._pruned_at < self._retain // 4:
+            return
+        self._pruned_at = floor
+        for account in self._accounts.values():
+            if account.complete_from < floor:
+                account.sigs = {s: v for s, v in account.sigs.items() if v[0] >= floor}
+                account.complete_from = floor
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    async def _list(self, start: int, end: int) -> list[int]:
+        """Slots of ``[start, end]`` that have a block (raises if the endpoint lacks ``end``)."""
+        if not self._listing.covers(start, end):
+            slots = await self._one("getBlocks", [start, end, _CONFIRMED], min_head=end)
+            self._listing.add(start, end, [int(s) for s in slots])
+        return self._listing.slots(start, end)
+
+    async def _headers_of(self, slots: Sequence[int], min_head: int) -> dict[int, tuple[str, str]]:
+        """(blockhash, previousBlockhash) of each slot, cached."""
+        missing = [s for s in slots if s not in self._headers]
+        if missing:
+            options = {
+                "transactionDetails": "none",
+                "rewards": False,
+                "maxSupportedTransactionVersion": 0,
+                **_CONFIRMED,
+            }
+            answers = await self._spread(
+                [("getBlock", [slot, options]) for slot in missing],
+                method="getBlock",
+                min_head=min_head,
+            )
+            for slot, (block, _) in zip(missing, answers, strict=True):
+                if block is None:
+                    raise RpcError(f"getBlock: the endpoint has no block {slot}")
+                self._headers[slot] = (block["blockhash"], block["previousBlockhash"])
+            while len(self._headers) > HEADER_CACHE:
+                self._headers.popitem(last=False)
+        return {s: self._headers[s] for s in slots}
+
+    async def _newest_at_or_below(self, slot: int, min_head: int) -> int | None:
+        """The newest slot ≤ ``slot`` that has a block (None: none in reach, the chain's start)."""
+        if slot < 0:
+            return None
+        known = self._listing.newest_at_or_below(slot)
+        if known is not None:
+            return known
+        for width in LOOKBACK:
+            lo = max(0, slot - width + 1)
+            slots = await self._one("getBlocks", [lo, slot, _CONFIRMED], min_head=min_head)
+            if slots:
+                return int(slots[-1])
+            if lo == 0:
+                return None
+        raise RpcError(f"no block in the {LOOKBACK[-1]} slots up to {slot}")
+
+    async def _hash_at(self, slot: int | None, min_head: int) -> str:
+        if slot is None:
+            return ""
+        return (await self._headers_of([slot], min_head))[slot][0]
+
+
+def _merge(poll: _Poll, low: int) -> None:
+    """Record a finished poll: its signatures, and the slots its account is now known over."""
+    a = poll.account
+    for sig, slot, ok in poll.found:
+        a.sigs[sig] = (slot, ok)
+    if poll.found:
+        sig, slot, _ = poll.found[0]  # newest first
+        if slot >= a.newest_slot:
+            a.newest, a.newest_slot = sig, slot
+    reference = max(poll.reference if poll.reference is not None else -1, a.newest_slot)
+    if poll.incremental:
+        a.verified = max(a.verified, reference)
+    else:
+        contiguous = a.verified >= 0 and a.complete_from <= reference + 1
+        a.verified = max(a.verified, reference) if contiguous else reference
+        a.complete_from = low
+
+
+def _amount(value: Mapping[str, Any]) -> int:
+    data = value.get("data")
+    raw = base64.b64decode(data[0]) if isinstance(data, list) and data else b""
+    if len(raw) != AMOUNT_SLICE["length"]:
+        raise RpcError(f"a token account's amount is {len(raw)} bytes")
+    return int.from_bytes(raw, "little")

@@ -1,0 +1,225 @@
+"""Solana JSON-RPC over HTTP for ``chains/solana.py``: batches, a call budget, and counts.
+
+- **Batches**: calls go out as JSON-RPC batches of up to ``batch_size``; a node that refuses
+  batches (Surfpool answers ``-32600 Only method calls are supported``; some providers cap or
+  bill them) is remembered and gets single calls instead, ``concurrency`` at a time.
+- **Budget**: a token bucket over *calls* (each entry of a batch is one call: that is how
+  Solana RPC providers meter and rate-limit), shared by everything one source sends. A caller
+  takes its tokens before the call and outside the endpoint's timeout, so a tight budget makes
+  the watcher slower, never an endpoint "failed".
+- **Counts**: calls by method and HTTP requests, in Prometheus and in ``RpcStats`` (the bench
+  reads them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from prometheus_client import Counter as PromCounter
+
+from pago.watcher.core.rpc import RpcError
+
+RPC_CALLS = PromCounter(
+    "pago_watcher_solana_rpc_calls_total",
+    "Solana JSON-RPC calls sent, by method (each entry of a batch counts once)",
+    ["network", "method"],
+)
+HTTP_REQUESTS = PromCounter(
+    "pago_watcher_solana_http_requests_total",
+    "HTTP requests carrying Solana JSON-RPC calls (a batch is one request)",
+    ["network"],
+)
+BUDGET_WAIT = PromCounter(
+    "pago_watcher_solana_budget_wait_seconds_total",
+    "Seconds spent waiting for the RPC call budget (grows while the budget binds)",
+    ["network"],
+)
+
+NO_BATCH_CODES = frozenset({-32600, -32601})
+"""Whole-batch refusals: the node takes single calls only."""
+
+Call = tuple[str, list[Any]]
+
+
+class SolanaRpcError(RpcError):
+    """A call answered with a JSON-RPC error (another endpoint, or a retry, may do better)."""
+
+    def __init__(self, method: str, error: Any) -> None:
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        super().__init__(f"{method}: {code} {message}")
+        self.code = code
+        self.message = str(message)
+
+
+@dataclass
+class CallBudget:
+    """At most ``rate`` calls per second on average, in bursts of up to ``burst``.
+
+    A debt model: ``take(n)`` reserves ``n`` tokens at once (the balance may go negative) and
+    sleeps until its reservation is paid for, so takers are served in arrival order and a
+    batch larger than the burst simply waits longer. ``rate`` 0 means unlimited.
+    """
+
+    rate: float
+    burst: float = 0.0
+    """Tokens the bucket holds at most; 0: one second's worth (``rate``)."""
+    clock: Callable[[], float] = time.monotonic
+    waited: float = field(default=0.0, init=False)
+    """Seconds spent waiting in ``take``, in total."""
+    _tokens: float = field(default=0.0, init=False)
+    _at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ValueError("the call budget must be >= 0 (0: unlimited)")
+        if self.burst <= 0:
+            self.burst = max(self.rate, 1.0)
+        self._tokens = self.burst
+        self._at = self.clock()
+
+    async def take(self, n: int) -> float:
+        """Reserve ``n`` calls; return the seconds waited."""
+        if self.rate <= 0 or n <= 0:
+            return 0.0
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= n
+        if self._tokens >= 0:
+            return 0.0
+        wait = -self._tokens / self.rate
+        self.waited += wait
+        await asyncio.sleep(wait)
+        return wait
+
+
+@dataclass
+class RpcStats:
+    """What one source spent: JSON-RPC calls by method, and the HTTP requests carrying them."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    http_requests: int = 0
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.total_calls,
+            "http_requests": self.http_requests,
+            "by_method": dict(sorted(self.calls.items())),
+        }
+
+
+class SolanaNode:
+    """One endpoint: an HTTP client, whether the node takes batches, its finalized slot."""
+
+    def __init__(
+        self,
+        url: str,
+        network: str,
+        stats: RpcStats,
+        *,
+        timeout: float = 10.0,
+        batch_size: int = 100,
+        concurrency: int = 8,
+    ) -> None:
+        if batch_size < 1 or concurrency < 1:
+            raise ValueError("batch_size and concurrency must be >= 1")
+        self.url = url
+        self.batch_size = batch_size
+        self.takes_batches: bool | None = None if batch_size > 1 else False
+        """None until the node answered a batch (or refused one)."""
+        self.finalized: int | None = None
+        """The node's ``finalized`` slot at its last head poll."""
+        self._network = network
+        self._stats = stats
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._next_id = 0
+
+    def _count(self, calls: Sequence[Call]) -> None:
+        self._stats.http_requests += 1
+        HTTP_REQUESTS.labels(self._network).inc()
+        for method, _ in calls:
+            self._stats.calls[method] += 1
+            RPC_CALLS.labels(self._network, method).inc()
+
+    def _request(self, method: str, params: list[Any]) -> dict[str, Any]:
+        self._next_id += 1
+        return {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
+
+    async def _post(self, body: Any, calls: Sequence[Call]) -> Any:
+        async with self._slots:
+            self._count(calls)
+            try:
+                response = await self._http.post(self.url, json=body)
+            except httpx.HTTPError as exc:
+                raise RpcError(f"{calls[0][0]}: {type(exc).__name__} {exc}") from exc
+        if response.status_code >= 400 and not response.content.startswith((b"{", b"[")):
+            raise RpcError(f"{calls[0][0]}: HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RpcError(f"{calls[0][0]}: not JSON (HTTP {response.status_code})") from exc
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        """One call's ``result``; raises ``SolanaRpcError`` on a JSON-RPC error."""
+        answer = await self._post(self._request(method, params), [(method, params)])
+        if not isinstance(answer, dict):
+            raise RpcError(f"{method}: unexpected answer {str(answer)[:200]}")
+        if answer.get("error") is not None:
+            raise SolanaRpcError(method, answer["error"])
+        return answer.get("result")
+
+    async def calls(self, calls: Sequence[Call]) -> list[Any]:
+        """Every call's ``result``, in order (batched where the node allows); raises on the
+        first JSON-RPC error."""
+        results: list[Any] = []
+        for lo in range(0, len(calls), self.batch_size):
+            chunk = calls[lo : lo + self.batch_size]
+            if len(chunk) > 1 and self.takes_batches is not False:
+                answered = await self._batch(chunk)
+                if answered is not None:
+                    results += answered
+                    continue
+            results += await asyncio.gather(*(self.call(m, p) for m, p in chunk))
+        return results
+
+    async def _batch(self, chunk: Sequence[Call]) -> list[Any] | None:
+        """The chunk's results, or None if the node refuses batches (remembered)."""
+        requests = [self._request(method, params) for method, params in chunk]
+        answer = await self._post(requests, chunk)
+        if isinstance(answer, dict):
+            error = answer.get("error") or {}
+            if error.get("code") in NO_BATCH_CODES or "batch" in str(error).lower():
+                self.takes_batches = False
+                return None
+            raise SolanaRpcError(chunk[0][0], error or {"message": "batch failed"})
+        if not isinstance(answer, list) or len(answer) != len(chunk):
+            raise RpcError(f"a batch of {len(chunk)} answered with {str(answer)[:200]}")
+        self.takes_batches = True
+        by_id = {entry.get("id"): entry for entry in answer if isinstance(entry, dict)}
+        results = []
+        for (method, _), request in zip(chunk, requests, strict=True):
+            entry = by_id.get(request["id"])
+            if entry is None:
+                raise RpcError(f"a batch answer lacks the {method} call")
+            if entry.get("error") is not None:
+                raise SolanaRpcError(method, entry["error"])
+            results.append(entry.get("result"))
+        return results
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

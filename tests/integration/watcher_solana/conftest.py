@@ -1,0 +1,37 @@
+"""Fixtures of the SOLANA watcher's tests: one Surfpool for all of them, a broker per test.
+
+One simnet serves every test: each test pays fresh owners and its watcher starts at the
+finalized slot it finds, so what earlier tests left on the chain is history it never reads.
+Each test gets a broker of its own, because a watcher's cursor is keyed by network and mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pago.devstack.kafka_mock import KafkaServer
+from pago.devstack.surfpool import Surfpool
+from tests.integration.watcher_solana.support import chains_file
+
+
+@pytest.fixture(scope="session")
+def surfpool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Surfpool]:
+    with Surfpool.start(tmp_path_factory.mktemp("watcher-surfpool")) as node:
+        yield node
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaServer]:
+    server = KafkaServer.start(env={})  # always a fresh mock, even when CI names a real Kafka
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def chains(tmp_path: Path, surfpool: Surfpool) -> Path:
+    return chains_file(tmp_path / "chains.toml", surfpool)

@@ -1,0 +1,41 @@
+"""Fixtures of the TRON watcher's tests: a local TRON node on a fresh chain, a broker per test
+(a watcher's cursor is keyed by network and mode, so a shared broker would leak one test's
+cursor into the next), and the session's real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pago.devstack.kafka_mock import KafkaServer
+from tests.integration.watcher_tron.support import chains_file, new_chain
+from tests.support.tron_node import TronChain, TronNode
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaServer]:
+    server = KafkaServer.start(env={})  # always a fresh mock, even when CI names a real Kafka
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def chain() -> TronChain:
+    chain = new_chain()
+    chain.mine(30)  # some history below the watcher's first block
+    return chain
+
+
+@pytest.fixture
+async def node(chain: TronChain) -> AsyncIterator[TronNode]:
+    async with TronNode(chain) as served:
+        yield served
+
+
+@pytest.fixture
+def chains(tmp_path: Path, node: TronNode) -> Path:
+    return chains_file(tmp_path / "chains.toml", node.url)

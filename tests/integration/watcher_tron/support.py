@@ -1,0 +1,167 @@
+"""What the TRON watcher's tests share: a chains file for the local node, TRON watch entries,
+settings with test timings, the watcher as a process, and reading what reached the broker.
+
+The watcher under test always runs for real (``create_app`` in-process, or ``pago-watcher
+--network TRON`` as a subprocess) against a ``TronNode`` (``tests/support/tron_node``), a real
+Kafka-protocol broker and a real Redis; nothing of the watcher is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pago.common.enums import Mode, Network
+from pago.common.events import TransferObserved, WatchAddress
+from pago.common.kafka import create_producer
+from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
+from pago.watcher.settings import WatcherSettings
+from tests.support.tron_node import TronChain, b58, key_of
+
+NETWORK = "TRON"
+MODE = "test"
+USDT_CONTRACT = "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
+"""The registry's USDT in TRON test mode (Nile); the local node's logs name it."""
+USDT_KEY = key_of(USDT_CONTRACT)
+USDT = 10**6
+"""One 6-decimal USDT in base units."""
+CONFIRMATIONS = 19
+"""The registry's depth for TRON (not overridden here: the tests run at the real one)."""
+
+
+def chains_file(path: Path, *urls: str, confirmations: int | None = None) -> Path:
+    """A registry override pointing TRON test mode at local nodes (the token stays Nile's)."""
+    lines = [f"[networks.{NETWORK}.test]", 'name = "local TRON node (tests)"']
+    if confirmations is not None:
+        lines.append(f"confirmations = {confirmations}")
+    lines.append("rpc_urls = [" + ", ".join(repr(u) for u in urls) + "]")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def new_chain(**options: Any) -> TronChain:
+    return TronChain(tokens=[USDT_KEY], **options)
+
+
+def new_addresses(n: int) -> list[str]:
+    """Fresh deposit addresses (``T…``; watch-only, nobody holds their keys)."""
+    return [b58(secrets.token_bytes(20)) for _ in range(n)]
+
+
+def tron_settings(bootstrap: str, redis_url: str, chains: Path, **over: object) -> WatcherSettings:
+    values: dict[str, object] = {
+        "network": NETWORK,
+        "mode": MODE,
+        "kafka_bootstrap_servers": bootstrap,
+        "redis_url": redis_url,
+        "chains_file": str(chains),
+        "env": "test",
+        "http_port": 0,
+        "poll_interval": 0.1,
+        "cursor_interval": 0.0,
+        "lease_ttl": 3.0,
+        "lease_renew": 0.5,
+        "lease_retry": 0.3,
+        "rpc_timeout": 3.0,
+        "rpc_backoff_max": 0.5,
+        "shutdown_timeout": 10.0,
+        **over,
+    }
+    return WatcherSettings.model_validate(values)
+
+
+async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
+    """Publish ``WatchAddress`` for each TRON address, as the api's outbox does."""
+    until = until or datetime.now(UTC) + timedelta(hours=2)
+    producer = create_producer(bootstrap, client_id="tron-watcher-tests")
+    await producer.start()
+    try:
+        acks = []
+        for address in addresses:
+            event = WatchAddress(
+                network=Network.TRON,
+                mode=Mode.TEST,
+                address=address,
+                session_id=f"cs_{address[1:11].lower()}",
+                watch_until=until,
+            )
+            key = watchlist_key(NETWORK, MODE, address).encode()
+            acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+def stages_of(transfers: Iterable[TransferObserved], txid: str) -> list[str]:
+    return [t.stage.value for t in transfers if t.tx_hash == txid]
+
+
+class WatcherProcess:
+    """``pago-watcher --network TRON --mode test`` as Kubernetes runs it; JSON logs kept."""
+
+    def __init__(self, kafka: str, redis_url: str, chains: Path, **settings: str) -> None:
+        env: Mapping[str, str] = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "REDIS_URL": redis_url,
+            "PAGO_CHAINS_FILE": str(chains),
+            "PAGO_ENV": "test",
+            "PAGO_WATCHER_HTTP_PORT": "0",
+            "PAGO_WATCHER_POLL_INTERVAL": "0.1",
+            "PAGO_WATCHER_CURSOR_INTERVAL": "0",
+            "PAGO_WATCHER_RPC_BACKOFF_MAX": "1",
+            "PAGO_LOG_LEVEL": "INFO",
+            **settings,
+        }
+        self.logs: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pago.watcher", "--network", NETWORK, "--mode", MODE],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        # Keep draining stdout: a full pipe would freeze the process mid-publish.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.logs.append(json.loads(line))
+            except ValueError:
+                self.logs.append({"msg": line.rstrip()})
+
+    async def wait_log(self, msg: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first log line saying ``msg`` (awaited: a node in this event loop must keep
+        answering the process meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = next((e for e in self.logs if e.get("msg") == msg), None)
+            if entry is not None:
+                return entry
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {msg!r} within {timeout} s; last lines: {self.logs[-15:]}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self._reader.join(timeout=5)
