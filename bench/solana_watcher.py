@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -58,6 +59,8 @@ from pago.watcher.app import WatcherApp, create_app
 from pago.watcher.chains.solana import SolanaSource, decode_transaction
 from pago.watcher.settings import WatcherSettings
 
+T = TypeVar("T")
+
 OWNERS = 1_000
 DEPOSITS = 300
 LIVE_DEPOSITS = 100
@@ -66,9 +69,12 @@ BUDGET = 100.0
 RUNS = 3
 CONCURRENCY = 8
 """HTTP requests in flight, for the watcher (its default) and the bare loop alike."""
-POLL = 0.4
-"""Seconds between head polls in the live runs: one mainnet slot."""
-IDLE_SECONDS = 3.0
+POLL = 1.0
+"""Seconds between head polls in the live runs: the watcher's default."""
+MAINNET_PACE = {"slotTimeMs": 400, "blockProductionMode": "clock"}
+"""The live runs' simnet: 2.5 slots/s and ``finalized`` 30 slots (12 s) behind, as on mainnet
+(Surfpool's default runs 13–40 slots/s, which makes every per-slot cost look 5–15× larger)."""
+IDLE_SECONDS = 5.0
 BLOCKHASH_EVERY = 10
 """Deposits per fresh blockhash: Surfpool drops a transaction whose blockhash is 150 slots
 old, and its slots come 13–34 a second."""
@@ -322,6 +328,26 @@ async def _read(bootstrap: str) -> list[TransferObserved]:
         await consumer.stop()
 
 
+async def _until(task: asyncio.Task[None], probe: Callable[[], T | None]) -> T:
+    """``probe()`` once it is not None (polled: the watcher's state is not an event), unless
+    the watcher died; at most 300 s."""
+    deadline = time.monotonic() + 300
+    while (value := probe()) is None:
+        if task.done():
+            await task
+        if time.monotonic() > deadline:
+            raise RuntimeError("the watcher never got there")
+        await asyncio.sleep(0.05)
+    return value
+
+
+def _cursor(app: WatcherApp) -> int | None:
+    scanner = app.scanner
+    if not app.ready() or scanner is None or scanner.cursor is None:
+        return None
+    return scanner.cursor.number
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
@@ -346,12 +372,12 @@ async def _live(
         source = _source(app)
         task = asyncio.create_task(app.run())
         try:
-            while not app.ready():
-                if task.done():
-                    await task
-                await asyncio.sleep(0.01)
-            # The first sweeps (every ATA from the top) are start-up, not steady state.
-            await asyncio.sleep(max(2.0, 4 * POLL))
+            started = time.perf_counter()
+            # Start-up (the first sweep of every ATA from the top) is not steady state: wait
+            # until the cursor moved past where it started, i.e. that sweep is done.
+            first = await _until(task, lambda: _cursor(app))
+            await _until(task, lambda: True if (_cursor(app) or first) > first else None)
+            startup = (time.perf_counter() - started, source.stats.total_calls)
             idle_calls, idle_at = source.stats.total_calls, time.perf_counter()
             await asyncio.sleep(IDLE_SECONDS)
             idle = (source.stats.total_calls - idle_calls) / (time.perf_counter() - idle_at)
@@ -407,105 +433,135 @@ async def _live(
         "http_requests": http,
         "calls_per_deposit": round(total / deposits, 1),
         "calls_by_method": dict(sorted(spent.items())),
+        "startup_seconds": round(startup[0], 1),
+        "startup_calls": startup[1],
         "idle_calls_per_s": round(idle, 1),
         "budget_wait_s": round(waited, 2),
     }
 
 
+@contextlib.asynccontextmanager
+async def _chain(
+    workdir: Path, name: str, config: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[Surfpool, Path, Sender]]:
+    """A fresh simnet for one phase: Surfpool's ``getSignaturesForAddress`` slows as its
+    history grows (1 → 3.8 ms a call over 420 transactions), so phases on one chain would not
+    compare."""
+    surfpool = await asyncio.to_thread(lambda: Surfpool.start(workdir / name, config=config))
+    try:
+        chains = workdir / f"{name}.toml"
+        lines = ["[networks.SOLANA.test]", f"rpc_urls = [{surfpool.rpc_url!r}]"]
+        for symbol, mint in surfpool.mints.items():
+            lines += [f"[networks.SOLANA.test.tokens.{symbol}]", f'contract = "{mint}"']
+            lines += ["decimals = 6"]
+        chains.write_text("\n".join(lines) + "\n")
+        async with httpx.AsyncClient(timeout=30) as http:
+            yield surfpool, chains, Sender(surfpool, http)
+    finally:
+        surfpool.close()
+
+
+async def _catch_up(
+    servers: Servers, workdir: Path, owners: Sequence[Pubkey], rng: random.Random
+) -> dict[str, Any]:
+    async with _chain(workdir, "catch-up") as (surfpool, chains, sender):
+        atas = _atas(surfpool, owners)
+        start = int(await sender.rpc("getSlot", [{"commitment": "confirmed"}])) + 1
+        fill_started = time.perf_counter()
+        sent = []
+        for i in range(DEPOSITS):
+            owner = owners[rng.randrange(OWNERS)]
+            sent.append(await sender.deposit("USDT" if i % 2 else "USDC", owner, 1_000 + i))
+        slots = await sender.slots_of(sent)
+        fill_seconds = time.perf_counter() - fill_started
+        last = max(slots)
+        await sender.finalized_past(last)
+        bare_runs: list[tuple[float, int, int]] = []
+        watcher_runs: list[tuple[float, int, dict[str, Any]]] = []
+        for _ in range(RUNS):
+            bare_runs.append(await _bare(surfpool, atas, start, last))
+            watcher_runs.append(await _watcher_catch_up(servers, chains, owners, start, last))
+    bare = min(bare_runs)
+    watcher = min(watcher_runs, key=lambda r: r[0])
+    if bare[1] != DEPOSITS or watcher[1] != DEPOSITS:
+        raise AssertionError(f"found {bare[1]} (bare), {watcher[1]} (watcher)")
+    return {
+        "deposits": DEPOSITS,
+        "slots": last - start + 1,
+        "surfpool_slots_per_s_while_filling": round((last - start) / fill_seconds, 1),
+        "runs": RUNS,
+        "watcher_seconds": round(watcher[0], 3),
+        "watcher_seconds_all": [round(r[0], 3) for r in watcher_runs],
+        "watcher_deposits_per_s": round(DEPOSITS / watcher[0], 1),
+        "watcher_rpc": watcher[2],
+        "bare_seconds": round(bare[0], 3),
+        "bare_seconds_all": [round(r[0], 3) for r in bare_runs],
+        "bare_deposits_per_s": round(DEPOSITS / bare[0], 1),
+        "bare_calls": bare[2],
+        "watcher_vs_bare": round(bare[0] / watcher[0], 3),
+    }
+
+
+async def _live_on_fresh_chain(
+    servers: Servers,
+    workdir: Path,
+    name: str,
+    owners: Sequence[Pubkey],
+    deposits: int,
+    rng: random.Random,
+    **over: object,
+) -> dict[str, Any]:
+    async with _chain(workdir, name, MAINNET_PACE) as (_, chains, sender):
+        return await _live(servers, chains, sender, owners, deposits, rng, **over)
+
+
 async def run(servers: Servers) -> dict[str, Any]:
     rng = random.Random(17)
+    owners = [Keypair().pubkey() for _ in range(OWNERS)]
     with tempfile.TemporaryDirectory(prefix="pago-bench-solana-") as tmp:
         workdir = Path(tmp)
-        surfpool = await asyncio.to_thread(Surfpool.start, workdir / "surfpool")
-        try:
-            chains = workdir / "chains.toml"
-            lines = ["[networks.SOLANA.test]", f"rpc_urls = [{surfpool.rpc_url!r}]"]
-            for symbol, mint in surfpool.mints.items():
-                lines += [f"[networks.SOLANA.test.tokens.{symbol}]", f'contract = "{mint}"']
-                lines += ["decimals = 6"]
-            chains.write_text("\n".join(lines) + "\n")
-            owners = [Keypair().pubkey() for _ in range(OWNERS)]
-            atas = _atas(surfpool, owners)
-            async with httpx.AsyncClient(timeout=30) as http:
-                sender = Sender(surfpool, http)
-                start = int(await sender.rpc("getSlot", [{"commitment": "confirmed"}])) + 1
-                fill_started = time.perf_counter()
-                sent = []
-                for i in range(DEPOSITS):
-                    owner = owners[rng.randrange(OWNERS)]
-                    sent.append(await sender.deposit("USDT" if i % 2 else "USDC", owner, 1_000 + i))
-                slots = await sender.slots_of(sent)
-                fill_seconds = time.perf_counter() - fill_started
-                last = max(slots)
-                await sender.finalized_past(last)
-
-                bare_runs: list[tuple[float, int, int]] = []
-                watcher_runs: list[tuple[float, int, dict[str, Any]]] = []
-                for _ in range(RUNS):
-                    bare_runs.append(await _bare(surfpool, atas, start, last))
-                    watcher_runs.append(
-                        await _watcher_catch_up(servers, chains, owners, start, last)
-                    )
-                bare = min(bare_runs)
-                watcher = min(watcher_runs, key=lambda r: r[0])
-                if bare[1] != DEPOSITS or watcher[1] != DEPOSITS:
-                    raise AssertionError(f"found {bare[1]} (bare), {watcher[1]} (watcher)")
-                catch_up = {
-                    "deposits": DEPOSITS,
-                    "slots": last - start + 1,
-                    "fill_seconds": round(fill_seconds, 2),
-                    "runs": RUNS,
-                    "watcher_seconds": round(watcher[0], 3),
-                    "watcher_seconds_all": [round(r[0], 3) for r in watcher_runs],
-                    "watcher_deposits_per_s": round(DEPOSITS / watcher[0], 1),
-                    "watcher_rpc": watcher[2],
-                    "bare_seconds": round(bare[0], 3),
-                    "bare_seconds_all": [round(r[0], 3) for r in bare_runs],
-                    "bare_deposits_per_s": round(DEPOSITS / bare[0], 1),
-                    "bare_calls": bare[2],
-                    "watcher_vs_bare": round(bare[0] / watcher[0], 3),
-                }
-                live = {
-                    "hints": await _live(servers, chains, sender, owners, LIVE_DEPOSITS, rng),
-                    "no_hints": await _live(
-                        servers,
-                        chains,
-                        sender,
-                        owners,
-                        LIVE_DEPOSITS,
-                        rng,
-                        solana_balance_hints=False,
-                    ),
-                }
-                budgeted = {
-                    "budget_calls_per_s": BUDGET,
-                    "hints": await _live(
-                        servers,
-                        chains,
-                        sender,
-                        owners,
-                        BUDGETED_DEPOSITS,
-                        rng,
-                        solana_rpc_budget=BUDGET,
-                    ),
-                    "no_hints": await _live(
-                        servers,
-                        chains,
-                        sender,
-                        owners,
-                        BUDGETED_DEPOSITS,
-                        rng,
-                        solana_rpc_budget=BUDGET,
-                        solana_balance_hints=False,
-                    ),
-                }
-        finally:
-            surfpool.close()
+        catch_up = await _catch_up(servers, workdir, owners, rng)
+        live = {
+            "hints": await _live_on_fresh_chain(
+                servers, workdir, "live-hints", owners, LIVE_DEPOSITS, rng
+            ),
+            "no_hints": await _live_on_fresh_chain(
+                servers,
+                workdir,
+                "live-no-hints",
+                owners,
+                LIVE_DEPOSITS,
+                rng,
+                solana_balance_hints=False,
+            ),
+        }
+        budgeted = {
+            "budget_calls_per_s": BUDGET,
+            "hints": await _live_on_fresh_chain(
+                servers,
+                workdir,
+                "budget-hints",
+                owners,
+                BUDGETED_DEPOSITS,
+                rng,
+                solana_rpc_budget=BUDGET,
+            ),
+            "no_hints": await _live_on_fresh_chain(
+                servers,
+                workdir,
+                "budget-no-hints",
+                owners,
+                BUDGETED_DEPOSITS,
+                rng,
+                solana_rpc_budget=BUDGET,
+                solana_balance_hints=False,
+            ),
+        }
     return {
         "watched_owners": OWNERS,
-        "watched_atas": len(atas),
+        "watched_atas": 2 * OWNERS,
         "poll_interval_s": POLL,
-        "surfpool_slots_per_s_while_filling": round((last - start) / fill_seconds, 1),
+        "live_chain": MAINNET_PACE,
         "catch_up": catch_up,
         "live": live,
         "budgeted": budgeted,

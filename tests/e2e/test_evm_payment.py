@@ -10,6 +10,7 @@ Underpaid, then Paid with both transaction hashes. Nothing in between is faked: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -25,10 +26,11 @@ import pytest
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Coins
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pago.common.topics import CHAIN_TRANSFERS
 from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
-from tests.component.watcher.support import USDT, chains_file
+from tests.component.watcher.support import USDT, chains_file, read_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -122,7 +124,12 @@ def broker() -> Iterator[KafkaServer]:
 
 
 async def _until(
-    probe: Callable[[], Any], ok: Callable[[Any], bool], timeout: float, services: list[Service]
+    probe: Callable[[], Any],
+    ok: Callable[[Any], bool],
+    timeout: float,
+    services: list[Service],
+    kafka: str,
+    anvil: Anvil,
 ) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -133,8 +140,27 @@ async def _until(
         for service in services:
             assert service.proc.poll() is None, f"{service.name} exited\n{service.tail()}"
         await asyncio.sleep(0.2)
-    logs = "\n".join(s.tail() for s in services)
-    raise AssertionError(f"timed out; last: {json.dumps(last, indent=1)[:3000]}\n{logs}")
+    raise AssertionError(
+        f"timed out; last: {json.dumps(last, indent=1)[:2000]}\n"
+        f"{await _diagnose(services, kafka, anvil)}"
+    )
+
+
+async def _diagnose(services: list[Service], kafka: str, anvil: Anvil) -> str:
+    """What a failure needs: each service's last lines, the watcher's own status, and what
+    reached ``chain.transfers``."""
+    parts = [s.tail() for s in services]
+    head = await asyncio.to_thread(lambda: anvil.web3.eth.block_number)
+    parts.append(f"--- anvil {anvil.rpc_url}: block {head} ---")
+    started = next((s.find("watcher started") for s in services if s.name == "watcher"), None)
+    if started is not None:
+        url = f"http://127.0.0.1:{started['http_port']}/status"
+        with contextlib.suppress(httpx.HTTPError):
+            parts.append("--- watcher /status ---\n" + httpx.get(url, timeout=2).text)
+    records = await read_all(kafka, CHAIN_TRANSFERS)
+    parts.append(f"--- chain.transfers: {len(records)} records ---")
+    parts += [r.value.decode()[:300] for r in records if r.value]
+    return "\n".join(parts)
 
 
 async def test_a_session_goes_underpaid_then_paid_through_the_local_chain(
@@ -146,9 +172,10 @@ async def test_a_session_goes_underpaid_then_paid_through_the_local_chain(
     run_id: str,
 ) -> None:
     port = free_tcp_port()
+    kafka = broker.bootstrap_servers
     env = {
         **server_env,
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "PAGO_CHAINS_FILE": str(chains_file(tmp_path / "chains.toml", anvil, confirmations=2)),
         "PAGO_CHECKOUT_BASE_URL": f"http://127.0.0.1:{port}/checkout/",
         "PAGO_LOG_LEVEL": "INFO",
@@ -190,7 +217,7 @@ async def test_a_session_goes_underpaid_then_paid_through_the_local_chain(
                 except httpx.TransportError:
                     return 0
 
-            await _until(healthy, lambda code: code == 200, 60, services)
+            await _until(healthy, lambda code: code == 200, 60, services, kafka, anvil)
             created = await api.post(
                 "/v1/checkout/sessions",
                 json={
@@ -215,16 +242,18 @@ async def test_a_session_goes_underpaid_then_paid_through_the_local_chain(
             async def watcher_leads() -> bool:
                 return services[2].find("leading: this replica scans now") is not None
 
-            await _until(watcher_leads, bool, 60, services)
+            await _until(watcher_leads, bool, 60, services, kafka, anvil)
 
             first = await asyncio.to_thread(anvil.transfer, "USDT", 1, pay_to, 4 * USDT)
             await asyncio.to_thread(anvil.mine, 3)
-            underpaid = await _until(get, lambda s: s["status"] == "Underpaid", 60, services)
+            underpaid = await _until(
+                get, lambda s: s["status"] == "Underpaid", 60, services, kafka, anvil
+            )
             assert underpaid["amount_received"] == "4"
 
             second = await asyncio.to_thread(anvil.transfer, "USDT", 2, pay_to, 6 * USDT)
             await asyncio.to_thread(anvil.mine, 3)
-            paid = await _until(get, lambda s: s["status"] == "Paid", 60, services)
+            paid = await _until(get, lambda s: s["status"] == "Paid", 60, services, kafka, anvil)
     finally:
         codes = {s.name: s.stop() for s in services}
 

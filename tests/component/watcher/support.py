@@ -20,12 +20,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
+from pago.common.enums import Mode, Network
 from pago.common.events import CursorCommitted, TransferObserved, WatchAddress
 from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_CURSORS, CHAIN_TRANSFERS, CHAIN_WATCHLIST, watchlist_key
@@ -127,8 +129,8 @@ async def publish_watches(
     acks = []
     for address in addresses:
         event = WatchAddress(
-            network=NETWORK,  # type: ignore[arg-type]
-            mode=MODE,  # type: ignore[arg-type]
+            network=Network.ETHEREUM,
+            mode=Mode.TEST,
             address=address,
             session_id=f"cs_{address[2:12].lower()}",
             watch_until=until,
@@ -168,11 +170,11 @@ def pay_in_one_block(anvil: Anvil, payments: Sequence[Payment]) -> list[str]:
     that arrive out of nonce order. Returns the tx hashes in ``payments`` order.
     """
     w3 = anvil.web3
-    provider = w3.provider
+    provider = cast(HTTPProvider, w3.provider)
     nonces: dict[int, int] = {}
     calls: list[tuple[RPCEndpoint, Any]] = []
     for p in payments:
-        address = anvil.payers[p.payer][0]
+        address = w3.to_checksum_address(anvil.payers[p.payer][0])
         if p.payer not in nonces:
             nonces[p.payer] = int(w3.eth.get_transaction_count(address, "pending"))
         token = anvil.token(p.symbol)
@@ -382,3 +384,46 @@ def frozen_fork(anvil: Anvil) -> Iterator[str]:
         yield f"http://{match.group(1).decode()}:{match.group(2).decode()}"
     finally:
         stop_process(proc, drain=locals().get("drain"))
+
+
+def assert_cursor_never_ahead(
+    transfers: Sequence[ConsumerRecord[bytes, bytes]],
+    cursors: Sequence[ConsumerRecord[bytes, bytes]],
+) -> None:
+    """Every cursor record came after a confirmed record of every transfer at or below its
+    block (producer timestamps, ms; the watcher writes a cursor only after the acks)."""
+    first_confirmed: dict[tuple[str, int], tuple[int, int]] = {}
+    for record in transfers:
+        t = TransferObserved.model_validate_json(record.value)
+        if t.stage.value == "confirmed":
+            key = (t.tx_hash, t.log_index)
+            seen = first_confirmed.get(key)
+            if seen is None or record.timestamp < seen[1]:
+                first_confirmed[key] = (t.block_number, record.timestamp)
+    for record in cursors:
+        cursor = CursorCommitted.model_validate_json(record.value)
+        for (tx, _), (block, ts) in first_confirmed.items():
+            if block <= cursor.block_number:
+                assert ts <= record.timestamp, (
+                    f"cursor {cursor.block_number} written before {tx} (block {block}) was"
+                )
+
+
+async def write_cursor(bootstrap: str, anvil: Anvil, number: int) -> None:
+    """A cursor record as a previous run would have left it (block ``number``, its hash)."""
+    block_hash = anvil.web3.eth.get_block(number)["hash"].to_0x_hex()
+    event = CursorCommitted(
+        network=Network.ETHEREUM,
+        mode=Mode.TEST,
+        block_number=number,
+        block_hash=block_hash,
+        committed_at=datetime.now(UTC),
+    )
+    producer = create_producer(bootstrap, client_id="watcher-tests")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            CHAIN_CURSORS, event.to_bytes(), key=f"{NETWORK}:{MODE}".encode()
+        )
+    finally:
+        await producer.stop()

@@ -162,7 +162,7 @@ async def _head(node: FakeNode) -> int:
 def _pool(*nodes: FakeNode, **options: object) -> EndpointPool[FakeNode]:
     clients = [(f"http://{n.name}:8545/key", n) for n in nodes]
     options = {"backoff": Backoff(base=0.001, cap=0.01), **options}
-    return EndpointPool.of("ETHEREUM", clients, **options)  # type: ignore[arg-type]
+    return EndpointPool.of("ETHEREUM", clients, **options)
 
 
 class TestEndpointPool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pago.common.enums import Token, TransferStage
-from pago.common.topics import CHAIN_TRANSFERS
+from pago.common.topics import CHAIN_CURSORS, CHAIN_TRANSFERS
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
@@ -24,8 +24,10 @@ from tests.component.watcher.support import (
     NETWORK,
     USDT,
     Payment,
+    assert_cursor_never_ahead,
     by_stage,
     dump,
+    eventually,
     identity,
     new_addresses,
     pay_in_one_block,
@@ -56,7 +58,7 @@ class TestScan:
             Payment("USDT" if i % 2 else "USDC", 1 + i % 5, address, 10 * USDT + i)
             for i, address in enumerate(sessions[:40])
         ]
-        expected = {}
+        expected: dict[str, Payment] = {}
         for chunk in (early[:20], early[20:]):
             noise = [Payment("USDT", 6, s, 3 * USDT) for s in strangers[:4]]
             hashes = pay_in_one_block(anvil, [*chunk, *noise])
@@ -120,6 +122,7 @@ class TestScan:
             )
 
         records = await read_all(kafka, CHAIN_TRANSFERS)
+        assert_cursor_never_ahead(records, await read_all(kafka, CHAIN_CURSORS))
         assert {r.key for r in records} == {f"{NETWORK}:{t.to_address}".encode() for t in seen}, (
             "keyed network:address, so one address stays on one partition"
         )
@@ -148,7 +151,7 @@ class TestScan:
             receipt = anvil.web3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
             scanner = app.scanner
             assert scanner is not None
-            await _until(
+            await eventually(
                 lambda: (
                     scanner.cursor is not None and scanner.cursor.number > receipt["blockNumber"]
                 )
@@ -162,6 +165,27 @@ class TestScan:
             late,
         )
 
+    async def test_a_first_start_looks_up_watched_addresses_below_its_first_block(
+        self, anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
+    ) -> None:
+        """A first start begins at head − confirmations; a session created before it and paid
+        deeper than that is still reported (its address is looked up over the blocks below)."""
+        kafka = broker.bootstrap_servers
+        (early,) = new_addresses(anvil, 1)
+        await watch(kafka, [early])
+        (tx,) = await asyncio.to_thread(pay_in_one_block, anvil, [Payment("USDT", 1, early, 3)])
+        await asyncio.to_thread(anvil.mine, 5)
+        settings = watcher_settings(kafka, redis_server.url, chains)  # no start block
+        async with running(create_app(settings)) as app:
+            seen = await read_transfers(kafka, lambda f: any(t.tx_hash == tx for t in f))
+            scanner = app.scanner
+            assert scanner is not None
+            await eventually(lambda: not scanner.status()["late_addresses"])
+        (found,) = seen
+        assert found.stage is TransferStage.CONFIRMED
+        first_block = (await read_cursors(kafka))[0][0].block_number + 1
+        assert found.block_number < first_block, "below where the scan itself began"
+
     async def test_a_tombstone_stops_watching(
         self, anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
     ) -> None:
@@ -173,7 +197,7 @@ class TestScan:
         )
         async with running(create_app(settings)) as app:
             await unwatch(kafka, dropped)
-            await _until(lambda: len(app.follower.watch_set) == 1)
+            await eventually(lambda: len(app.follower.watch_set) == 1)
             payments = [Payment("USDT", 1, dropped, 5), Payment("USDT", 1, kept, 6)]
             _, tx_kept = await asyncio.to_thread(pay_in_one_block, anvil, payments)
             await asyncio.to_thread(anvil.mine, 3)
@@ -216,9 +240,3 @@ class TestScan:
         assert [t.stage for t in seen] == [TransferStage.DETECTED, TransferStage.CONFIRMED]
         assert seen[1].tx_hash == tx
         assert seen[1].confirmations >= 64
-
-
-async def _until(probe: object, timeout: float = 20.0) -> None:
-    from tests.component.watcher.support import eventually
-
-    await eventually(probe, timeout=timeout)  # type: ignore[arg-type]

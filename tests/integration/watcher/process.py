@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,15 @@ class WatcherProcess:
         kafka: str,
         redis_url: str,
         chains: Path,
-        *,
-        env: Mapping[str, str] | None = None,
         **settings: str,
     ) -> None:
-        base = os.environ if env is None else env
         self.env = {
             # No database: the watcher must not need one.
-            **{k: v for k, v in base.items() if k not in ("DATABASE_URL", "PAGO_DATABASE_URL")},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("DATABASE_URL", "PAGO_DATABASE_URL")
+            },
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
             "REDIS_URL": redis_url,
             "PAGO_CHAINS_FILE": str(chains),

@@ -37,13 +37,16 @@ def test_a_missing_setting_is_named_and_no_database_is_asked_for() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--network", "SOLANA", "--mode", "test"], "no watcher for the solana chain family yet"),
+        (["--network", "BASE", "--mode", "test", "--rpc-url", "http://x"], "no such file"),
         (["--network", "BASE", "--mode", "live"], "no RPC endpoint"),
         (["--mode", "live"], "missing required setting --network"),
     ],
 )
 def test_what_cannot_run_says_why(args: list[str], message: str, tmp_path: Path) -> None:
-    result = _run(args, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", REDIS_URL="redis://127.0.0.1:1")
+    chains = {"PAGO_CHAINS_FILE": str(tmp_path / "nope.toml")} if "--rpc-url" in args else {}
+    result = _run(
+        args, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", REDIS_URL="redis://127.0.0.1:1", **chains
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,7 +1,8 @@
-"""Fixtures of the SOLANA watcher's tests: one Surfpool for all of them, a broker per test.
+"""Fixtures of the SOLANA watcher's tests: a Surfpool per module, a broker per test.
 
-One simnet serves every test: each test pays fresh owners and its watcher starts at the
-finalized slot it finds, so what earlier tests left on the chain is history it never reads.
+One simnet serves a module's tests: each test pays fresh owners and its watcher starts at the
+finalized slot it finds, so what earlier tests left on the chain is history it never reads. Not
+one for the whole run: Surfpool's ``getSignaturesForAddress`` slows as its history grows.
 Each test gets a broker of its own, because a watcher's cursor is keyed by network and mode.
 """
 
@@ -17,7 +18,7 @@ from pago.devstack.surfpool import Surfpool
 from tests.integration.watcher_solana.support import chains_file
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def surfpool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Surfpool]:
     with Surfpool.start(tmp_path_factory.mktemp("watcher-surfpool")) as node:
         yield node

@@ -77,15 +77,16 @@ def _services(api_port: int) -> list[tuple[str, list[str]]]:
         ("api", "pago.api.main", ["pago-api", "--port", str(api_port)]),
         ("matcher", "pago.matcher.main", ["pago-matcher"]),
         ("notifier", "pago.notifier.main", ["pago-notifier"]),
+        # Each watcher its own health port: the notifier has 8083, the watcher's default.
         (
             "watcher-ethereum",
             "pago.watcher.main",
-            ["pago-watcher", "--network", "ETHEREUM", "--mode", "test"],
+            ["pago-watcher", "--network", "ETHEREUM", "--mode", "test", "--http-port", "8084"],
         ),
         (
             "watcher-solana",
             "pago.watcher.main",
-            ["pago-watcher", "--network", "SOLANA", "--mode", "test"],
+            ["pago-watcher", "--network", "SOLANA", "--mode", "test", "--http-port", "8085"],
         ),
     ]
     found = []

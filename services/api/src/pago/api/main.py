@@ -8,8 +8,8 @@ Flags override ``PAGO_API_HOST``, ``PAGO_API_PORT`` and ``PAGO_API_WORKERS``.
 from __future__ import annotations
 
 import argparse
-import signal
 import gc
+import signal
 
 import uvicorn
 from fastapi import FastAPI

@@ -2,9 +2,9 @@
 
 ``create_app(settings)`` wires the real adapters; tests call it with other arguments (a
 screener with a fake provider, a recording consumer port, a fixed clock) instead of patching.
-A process runs: the ``chain.transfers`` consumer (FastStream), an outbox relay, the expiry
-scheduler, the resolution worker, the AML re-screening pass, a sanctions-list reload check and
-the health/metrics endpoint.
+A process runs: the ``chain.transfers`` consumer (FastStream), an outbox relay (on its own
+thread), the expiry scheduler, the resolution worker, the AML re-screening pass, a
+sanctions-list reload check and the health/metrics endpoint.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
 from pago.common.health import HealthServer
-from pago.common.kafka import create_producer
-from pago.common.outbox import OutboxRelay
 from pago.common.redis import create_redis
 from pago.matcher import jobs
 from pago.matcher.aml.provider import GoPlusProvider, VerdictCache
@@ -37,6 +34,7 @@ from pago.matcher.consumer import (
     port_for,
     utc_now,
 )
+from pago.matcher.relay import RelayThread
 from pago.matcher.service import TransferMatcher
 from pago.matcher.settings import MatcherSettings
 
@@ -88,7 +86,7 @@ class MatcherApp:
         matcher: TransferMatcher,
         handler: TransferBatchHandler,
         broker: KafkaBroker,
-        producer: AIOKafkaProducer | None,
+        relay: RelayThread | None,
         clock: Callable[[], datetime],
     ) -> None:
         self.settings = settings
@@ -99,20 +97,20 @@ class MatcherApp:
         self.matcher = matcher
         self.handler = handler
         self.broker = broker
-        self.producer = producer
-        # One relay loop publishes ~10,000 events/s, several times what the matcher writes; a
-        # second loop would only compete with the consumer for the same core and event loop.
-        self.relay = OutboxRelay(engine, producer, workers=1, batch_size=2000) if producer else None
-        self.health = HealthServer(settings.http_port, ready=self.ready)
+        self.relay = relay
+        self.health = HealthServer(settings.http_port, ready=self.ready, alive=self.alive)
         self._clock = clock
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._relay_task: asyncio.Task[None] | None = None
         self._consuming = False
         handler.on_halt = self.request_stop
 
     def ready(self) -> bool:
         return self._consuming and not self._stopping.is_set()
+
+    def alive(self) -> bool:
+        """The loops run; a relay thread that died would leave events unpublished."""
+        return self.relay is None or self.relay.healthy
 
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM/SIGINT): safe to call from a signal handler."""
@@ -163,9 +161,8 @@ class MatcherApp:
 
     async def start(self) -> None:
         await self.health.start()
-        if self.producer is not None and self.relay is not None:
-            await self.producer.start()
-            self._relay_task = asyncio.create_task(self.relay.run(), name="pago-matcher-relay")
+        if self.relay is not None:
+            await self.relay.start()
         await self.broker.start()
         self._consuming = True
         s = self.settings
@@ -186,13 +183,8 @@ class MatcherApp:
         for task in self._tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=self.settings.shutdown_timeout)
-        if self.relay is not None and self._relay_task is not None:
-            self.relay.stop()
-            await self._relay_task
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.relay.drain(), timeout=RELAY_DRAIN_TIMEOUT)
-        if self.producer is not None:
-            await self.producer.stop()
+        if self.relay is not None:
+            await self.relay.stop(self.settings.shutdown_timeout)
         await self.health.stop()
         await self.http.aclose()
         await self.redis.aclose()
@@ -244,11 +236,6 @@ def create_app(
         group_id=settings.group_id,
     )
     relay = settings.run_relay if run_relay is None else run_relay
-    producer = (
-        create_producer(settings.kafka_bootstrap_servers, client_id="pago-matcher-relay")
-        if relay
-        else None
-    )
     return MatcherApp(
         settings,
         engine=engine,
@@ -258,6 +245,8 @@ def create_app(
         matcher=matcher,
         handler=handler,
         broker=broker,
-        producer=producer,
+        relay=RelayThread(settings.database_url, settings.kafka_bootstrap_servers)
+        if relay
+        else None,
         clock=clock,
     )

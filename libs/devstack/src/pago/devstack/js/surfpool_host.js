@@ -42,6 +42,15 @@ function stop(code) {
 process.on('SIGTERM', () => stop(0));
 process.on('SIGINT', () => stop(0));
 
+// The SDK queues an event per slot and per transaction until they are drained, and a full
+// queue stalls the surfnet for good: undrained, RPC calls time out after ~200k slots×txs
+// (~350 deposits at the default slot rate); drained every 0.5 s, 900 deposits over 1,400
+// slots ran clean. Nothing here reads the events, so they are dropped.
+const drain = setInterval(() => {
+  try { surfnet.drainEvents(); } catch (_err) { /* stopping */ }
+}, 500);
+drain.unref();
+
 send({
   rpcUrl: surfnet.rpcUrl,
   wsUrl: surfnet.wsUrl,

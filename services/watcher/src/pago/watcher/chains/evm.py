@@ -12,7 +12,9 @@ gives the hash the cursor records, and must match the hash of any log in that bl
 
 Calls go through the provider's raw ``make_request``/``make_batch_request``: web3's result
 formatters would turn 20,000 logs into ``AttributeDict``s of ``HexBytes`` only for us to read
-six fields of the few that are watched (``make bench`` compares with a bare loop).
+six fields of the few that are watched, and its JSON decoding (bytes → str → ``json``) is
+replaced by pydantic-core's parser, ~2× faster on a 3 MB ``eth_getLogs`` answer (``make
+bench`` compares the whole scan with a bare loop).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientTimeout
 from eth_hash.auto import keccak
+from pydantic_core import from_json
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.types import RPCEndpoint
+from web3.types import RPCEndpoint, RPCResponse
 
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
@@ -40,7 +43,6 @@ CHECKSUM_CACHE = 1 << 16
 TOPIC_FILTER_LIMIT = 500
 """Up to this many watched keys go into the ``to`` topic; more are filtered locally."""
 BLOCKS_PER_BATCH = 100
-Web3Client = AsyncWeb3[AsyncHTTPProvider]
 _HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
 # Provider wording for "this range is too large" (Infura, Alchemy, QuickNode, geth, erigon…).
 _TOO_LARGE = re.compile(
@@ -50,6 +52,17 @@ _TOO_LARGE = re.compile(
 )
 # …and for "I do not have that block yet", which is not about the range's size.
 _BEHIND = re.compile(r"out of range|outofrange|not found|unknown block|header not found", re.I)
+
+
+class FastJsonHTTPProvider(AsyncHTTPProvider):
+    """web3's async HTTP provider, decoding responses with pydantic-core (Rust) from bytes."""
+
+    @staticmethod
+    def decode_rpc_response(raw_response: bytes) -> RPCResponse:
+        return cast(RPCResponse, from_json(raw_response))
+
+
+Web3Client = AsyncWeb3[FastJsonHTTPProvider]
 
 
 class JsonRpcError(RpcError):
@@ -113,7 +126,7 @@ class EvmSource:
             (
                 url,
                 AsyncWeb3(
-                    AsyncHTTPProvider(
+                    FastJsonHTTPProvider(
                         url,
                         request_kwargs={"timeout": ClientTimeout(total=timeout)},
                         # Retries are the pool's job: it fails over instead of waiting.
@@ -261,14 +274,16 @@ class EvmSource:
         watched: WatchView,
     ) -> Scan:
         found: list[Transfer] = []
+        contains = watched.__contains__
         for entry in logs:
             topics = entry["topics"]
             # ERC-20 Transfer has 3 topics; ERC-721's has a 4th (the token id): not ours.
-            if len(topics) != 3 or topics[0].lower() != TRANSFER_TOPIC:
+            # The watch set first: nearly every log on a real chain is to someone else.
+            if len(topics) != 3 or not contains(bytes.fromhex(topics[2][-40:])):
+                continue
+            if topics[0].lower() != TRANSFER_TOPIC:
                 continue
             to_key = bytes.fromhex(topics[2][-40:])
-            if to_key not in watched:
-                continue
             number = int(entry["blockNumber"], 16)
             if not start <= number <= end:
                 raise RpcError(f"log of block {number} outside [{start}, {end}]")

@@ -22,13 +22,15 @@ How a slot range ``[start, end]`` is answered (the core drives it like EVM block
    ``commitment: finalized``, so the list itself cannot be trusted to say it).
 
 The cost that matters is step 1: one call per ATA per sweep, and with ``confirmed`` at
-``finalized`` the core asks for a range above the finalized slot on every head poll (the
-detected stage). With ``balance_hints`` those ranges are answered from the ATAs' token
+``finalized`` the core asks for a range reaching past the finalized slot on every head poll
+(the detected stage). With ``balance_hints`` those ranges are answered from the ATAs' token
 balances instead: ``getMultipleAccounts`` (100 ATAs a call, 8 bytes of each: the amount) and a
 signature poll of only the ATAs whose balance moved. A balance can move and come back between
 two reads (a deposit swept out at once): such a transfer is missed by the *detected* stage
-only, because ranges at or below the finalized slot — the confirmed stage, backfills, re-checks —
-are always answered from full signature sweeps. ``docs/solana-watcher.md`` has the numbers.
+only, because a range ending at or below the finalized slot — the confirmed stage, backfills,
+re-checks — is always answered from full signature sweeps. Sweeps run at bulk priority
+(``PriorityGate``) so detection never queues behind one, and every call is paid for from one
+``CallBudget``. ``docs/solana-watcher.md`` has the numbers.
 
 Identity: ``tx_hash`` is the signature (base58); ``log_index`` is the index of the credited ATA
 in the transaction's account keys (static keys, then loaded writable, then loaded read-only
@@ -65,6 +67,7 @@ from pago.watcher.chains.solana_rpc import (
     BUDGET_WAIT,
     Call,
     CallBudget,
+    PriorityGate,
     RpcStats,
     SolanaNode,
 )
@@ -94,6 +97,9 @@ mainnet): far more than a backfill looks back; an older range is swept again."""
 LOOKBACK = (64, 4096)
 """Slots searched back for the newest block below a range (skipped slots have none)."""
 TOKEN_PROGRAMS = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
+URGENT, BULK = 0, 1
+"""Gate priorities: the head, blocks, balance hints and what they trigger go before the
+signature sweeps behind the confirmed stage."""
 _CONFIRMED = {"commitment": "confirmed"}
 
 
@@ -265,7 +271,12 @@ class Listing:
 
 
 class SolanaSource:
-    """SPL token deposits (the registry's mints) to watched owners' ATAs on one network."""
+    """SPL token deposits (the registry's mints) to watched owners' ATAs on one network.
+
+    ``balance_hints`` is sound only when the confirmed stage waits for ``finalized`` (the
+    factory turns it off otherwise): it answers every range that reaches past the finalized
+    slot from balances.
+    """
 
     def __init__(
         self,
@@ -296,7 +307,7 @@ class SolanaSource:
         self.budget = budget or CallBudget(0)
         self.stats = stats or RpcStats()
         self._batch_size = batch_size
-        self._inflight = asyncio.Semaphore(concurrency)
+        self._gate = PriorityGate(concurrency)
         self._page = signature_page
         self._hints = balance_hints
         self._retain = retain_slots
@@ -417,30 +428,43 @@ class SolanaSource:
         return endpoint.head if endpoint is not None and endpoint.head is not None else -1
 
     async def _send(
-        self, chunk: Sequence[Call], method: str, min_head: int | None
+        self, chunk: Sequence[Call], method: str, min_head: int | None, priority: int
     ) -> tuple[list[Any], int]:
         async def op(node: SolanaNode) -> tuple[list[Any], int]:
             # Read before the calls: everything confirmed up to it is in their answers.
             head = self._head_of(node)
             return await node.calls(chunk), head
 
-        async with self._inflight:
+        async with self._gate.slot(priority):
             return await self._pool.call(op, method=method, min_head=min_head)
 
+    def _chunk_size(self) -> int:
+        """Calls per request: a batch, or one call where the primary refuses batches (a
+        100-call chunk of single calls would wait for itself inside the endpoint's timeout)."""
+        primary = self._pool.endpoints[0].client
+        return 1 if primary.takes_batches is False else self._batch_size
+
     async def _spread(
-        self, calls: Sequence[Call], *, method: str, min_head: int | None = None
+        self,
+        calls: Sequence[Call],
+        *,
+        method: str,
+        min_head: int | None = None,
+        priority: int = URGENT,
     ) -> list[tuple[Any, int]]:
         """Each call's result with the confirmed head of the endpoint that answered it.
 
-        Batches are paid for one at a time as they leave, so a call of another loop (the
-        head, the balance hints) waits behind at most one batch of a long sweep.
+        Requests are paid for one at a time as they leave, so a call of another loop waits
+        behind at most one request of a long sweep for its budget, and not at all for a slot
+        (``priority``).
         """
+        size = self._chunk_size()
         tasks: list[asyncio.Task[tuple[list[Any], int]]] = []
         try:
-            for lo in range(0, len(calls), self._batch_size):
-                chunk = calls[lo : lo + self._batch_size]
+            for lo in range(0, len(calls), size):
+                chunk = calls[lo : lo + size]
                 await self._take(len(chunk))
-                tasks.append(asyncio.create_task(self._send(chunk, method, min_head)))
+                tasks.append(asyncio.create_task(self._send(chunk, method, min_head, priority)))
             answers = await asyncio.gather(*tasks)
         except BaseException:
             for task in tasks:
@@ -512,19 +536,23 @@ class SolanaSource:
     async def transfers(self, start: int, end: int, watched: WatchView) -> Scan:
         """Every credit in slots ``[start, end]`` to an ATA of an owner in ``watched``.
 
-        Up to the finalized slot (and everywhere without ``balance_hints``) from full
-        signature sweeps; above it from balance hints (see the module docstring).
+        A range ending at or below the finalized slot — every range the confirmed stage,
+        backfills and re-checks ask for — comes from full signature sweeps; with
+        ``balance_hints``, a range reaching past it (the detected stage) from balance hints
+        (see the module docstring).
         """
         if end < start:
             raise ValueError(f"empty range [{start}, {end}]")
         slots = await self._list(start, end)
         await self._load_programs()
         accounts = self._accounts_for(watched)
-        verify_to = min(end, self._finalized) if self._hints else end
-        if accounts and verify_to >= start:
-            await self._verify(accounts, start, verify_to)
-        if accounts and end > verify_to:
-            await self._hint(accounts, max(start, verify_to + 1), end)
+        if accounts and self._hints and end > self._finalized:
+            # Only the detected stage asks past the finalized slot (and the reorg handler,
+            # which needs the transfers already known): never wait for a sweep here, even for
+            # the part of the range that is final by now.
+            await self._hint(accounts, start, end)
+        elif accounts:
+            await self._verify(accounts, start, end)
         found = self._signatures_in(accounts, start, end)
         txs = await self._transactions(found, end)
         await self._check_final(
@@ -594,12 +622,18 @@ class SolanaSource:
         async with self._verify_lock:
             stale = [a for a in accounts if not a.covers(low, high)]
             if stale:
-                await self._poll(stale, low, high)
+                await self._poll(stale, low, high, priority=BULK)
 
     async def _hint(self, accounts: Sequence[Account], low: int, high: int) -> None:
-        """Read the balances of accounts not yet known through ``high``; poll the signatures
-        of those whose balance moved (or was never read)."""
-        stale = [a for a in accounts if max(a.hinted, a.verified) < high]
+        """Read the balances of accounts not read through ``high``; poll the signatures of
+        those whose balance moved since their last read.
+
+        Every account is read on every pass, swept ones too, so each comparison spans only
+        the time between two reads. A first read has nothing to compare with: the account is
+        polled if its ATA exists (paid before it was first read), and 10,000 new owners, whose
+        ATAs do not exist yet, cost 100 calls and no poll.
+        """
+        stale = [a for a in accounts if a.hinted < high]
         if not stale:
             return
         chunks = [stale[i : i + ACCOUNTS_PER_CALL] for i in range(0, len(stale), ACCOUNTS_PER_CALL)]
@@ -609,7 +643,7 @@ class SolanaSource:
             method="getMultipleAccounts",
             min_head=high,
         )
-        moved: list[tuple[Account, int | None]] = []
+        moved: list[tuple[Account, int | None, int]] = []
         quiet: list[tuple[Account, int | None, int]] = []
         for chunk, (answer, _) in zip(chunks, answers, strict=True):
             slot = int(answer["context"]["slot"])
@@ -617,19 +651,18 @@ class SolanaSource:
                 raise RpcError(f"balances read at slot {slot}, before {high}")
             for account, value in zip(chunk, answer["value"], strict=True):
                 amount = None if value is None else _amount(value)
-                if account.amount_read and amount == account.amount:
-                    quiet.append((account, amount, slot))
-                else:
-                    moved.append((account, amount))
+                unchanged = amount == account.amount if account.amount_read else amount is None
+                (quiet if unchanged else moved).append((account, amount, slot))
         if moved:
-            await self._poll([a for a, _ in moved], low, high)
+            await self._poll([a for a, _, _ in moved], low, high)
         # Only now: a poll that failed must find the same balances moved next time.
-        for account, amount in moved:
+        for account, amount, slot in (*moved, *quiet):
             account.amount, account.amount_read = amount, True
-        for account, amount, slot in quiet:
-            account.amount, account.hinted = amount, max(account.hinted, slot)
+            account.hinted = max(account.hinted, slot)
 
-    async def _poll(self, accounts: Sequence[Account], low: int, min_head: int) -> None:
+    async def _poll(
+        self, accounts: Sequence[Account], low: int, min_head: int, *, priority: int = URGENT
+    ) -> None:
         """Page each account's signatures, newest first, down to what is known (or to ``low``).
 
         An account known over ``[complete_from, verified]`` with ``complete_from <= low`` asks
@@ -653,7 +686,9 @@ class SolanaSource:
                 ("getSignaturesForAddress", [p.account.address, p.params(self._page)])
                 for p in pending
             ]
-            answers = await self._spread(calls, method="getSignaturesForAddress", min_head=min_head)
+            answers = await self._spread(
+                calls, method="getSignaturesForAddress", min_head=min_head, priority=priority
+            )
             more = []
             for p, (entries, head) in zip(pending, answers, strict=True):
                 if not isinstance(entries, list):

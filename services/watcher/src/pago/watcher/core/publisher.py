@@ -34,6 +34,10 @@ def utc_now() -> datetime:
 PARTITION_CACHE = 100_000
 
 
+async def _all(acks: list[asyncio.Future[object]]) -> None:
+    await asyncio.gather(*acks)
+
+
 class TransferPublisher:
     def __init__(
         self,
@@ -78,14 +82,29 @@ class TransferPublisher:
     ) -> None:
         """Send ``transfers`` at ``stage`` (``latest``: the head, for their confirmations) and
         return once the broker acked all of them; raises if any send failed."""
+        await (await self.send(transfers, stage, latest))
+
+    async def send(
+        self, transfers: Sequence[Transfer], stage: TransferStage, latest: int
+    ) -> asyncio.Future[None]:
+        """Hand ``transfers`` to the producer, in order, without waiting for the broker; the
+        result completes once every one of them was acked (and raises if one was not). Later
+        sends to a partition stay behind earlier ones (idempotent producer)."""
         if not transfers:
-            return
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        network = self._network.value
+        reverted = stage is TransferStage.REVERTED
         for t in transfers:
-            depth = 0 if stage is TransferStage.REVERTED else max(0, latest - t.block_number)
-            key = transfer_key(self._network.value, t.to_address).encode()
+            depth = 0 if reverted else max(0, latest - t.block_number)
+            key = transfer_key(network, t.to_address).encode()
             record = (key, self.event(t, stage, depth).to_bytes())
-            by_partition.setdefault(await self._partition(key), []).append(record)
+            partition = self._partitions.get(key)
+            if partition is None:
+                partition = await self._partition(key)
+            by_partition.setdefault(partition, []).append(record)
         acks: list[asyncio.Future[object]] = []
         for partition, records in by_partition.items():
             # One record batch per partition (more when full), records in their given order;
@@ -98,8 +117,16 @@ class TransferPublisher:
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"a record of {len(value)} bytes exceeds a batch")
             acks.append(await self._send(batch, partition))
-        await asyncio.gather(*acks)
-        self._published[stage].inc(len(transfers))
+        delivered: asyncio.Future[None] = asyncio.ensure_future(_all(acks))
+        counter, count = self._published[stage], len(transfers)
+
+        def count_once_acked(future: asyncio.Future[None]) -> None:
+            # Also marks a failure as retrieved: a dropped delivery (rewound) logs nothing.
+            if not future.cancelled() and future.exception() is None:
+                counter.inc(count)
+
+        delivered.add_done_callback(count_once_acked)
+        return delivered
 
     async def _send(self, batch: BatchBuilder, partition: int) -> asyncio.Future[object]:
         future: asyncio.Future[object] = await self._producer.send_batch(

@@ -1,15 +1,18 @@
 """The leader's work for one term: follow the head, publish transfers, move the cursor.
 
-Four loops share one ``Scanner`` (one event loop, so plain attributes; ``_lock`` serializes
-every publish against reorg handling):
+Five loops share one ``Scanner`` (one event loop, so plain attributes; ``_lock`` serializes
+every send against reorg handling):
 
 - **head**: polls the best head across endpoints every ``poll_interval``.
-- **confirm**: the cursor's loop. Plans ranges from ``cursor + 1`` up to the confirmable tip
-  (head − confirmations, or the finalized block), fetches up to ``concurrency`` of them at once
-  (adaptive sizes: ``core.ranges``), and *publishes them in order*: a range's confirmed
-  transfers are sent, every ack is awaited, and only then does the cursor move to its end. A
-  range that fails is retried (other endpoint, backoff, split if too large) until it succeeds:
-  the cursor can only ever stand on a prefix of fully published ranges.
+- **confirm**: plans ranges from the cursor up to the confirmable tip (head − confirmations,
+  or the finalized block), fetches up to ``concurrency`` of them at once (adaptive sizes:
+  ``core.ranges``) and *sends them in order*, each range's first block checked to be the child
+  of the previous range's last (the cursor is a hash chain). A range that fails is retried
+  (other endpoint, backoff, split if too large) until it succeeds: never skipped.
+- **commit**: awaits the broker's acks range by range, in order, and only then moves the cursor
+  to the range's end; so the cursor only ever stands on a prefix of fully acknowledged ranges,
+  while sending never waits for acks. A failed ack rewinds sending to the cursor (the ranges
+  after it are sent again: duplicates, never gaps).
 - **detect**: follows blocks near the head (``detect_depth``), keeps their hashes in the
   reorg ring, publishes ``detected``, and on a parent-hash mismatch rewinds to the fork point
   and publishes ``reverted`` for what vanished (``core.reorg``). Confirming a range also
@@ -87,8 +90,22 @@ class _Union(Collection[bytes]):
         yield from (k for k in self._big if k not in self._extra)
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A range handed to the producer, waiting for its acks before the cursor may follow."""
+
+    cursor: Cursor
+    delivered: list[asyncio.Future[None]]
+    positions: dict[int, int]
+    generation: int
+
+
 class _Inconsistent(Exception):
     """A range's answer disagrees with the reorg ring: fetch it again after the next head."""
+
+
+class _PublishFailed(Exception):
+    """The producer refused a range's records: send again from the acknowledged cursor."""
 
 
 class _CursorOffChain(Exception):
@@ -130,6 +147,13 @@ class Scanner:
         self._scanned_with: dict[int, int] = {}
         """Watchlist positions when the newest confirmed range was fetched."""
         self._rewound = False
+        self._sent: Cursor | None = None
+        """End of the newest range handed to the producer (``cursor`` follows on its acks)."""
+        self._generation = 0
+        """Bumped by every rewind: acks of ranges sent before it no longer move the cursor."""
+        self._inflight: deque[_InFlight] = deque()
+        self._inflight_changed = asyncio.Event()
+        self._sending_done = False
         self._written: Cursor | None = None
         self._written_at = 0.0
         net, mode = source.network.value, source.mode.value
@@ -155,6 +179,7 @@ class Scanner:
         """Graceful stop: no new range starts; the publish in flight finishes; the cursor is
         written; ``run`` returns."""
         self._stop.set()
+        self._inflight_changed.set()
         for event in self._wakeups:
             event.set()
 
@@ -169,6 +194,7 @@ class Scanner:
             "head": head.latest if head else None,
             "finalized": head.finalized if head else None,
             "cursor": cursor.number if cursor else None,
+            "sent": self._sent.number if self._sent else None,
             "confirmable": confirmable,
             "lag_blocks": head.latest - cursor.number if head and cursor else None,
             "confirm_lag_blocks": (
@@ -190,14 +216,19 @@ class Scanner:
         self.fence = max(self.lease.fence, loaded.max_fence + 1)
         head = await self._retry("read head", self._read_head)
         self._set_head(head)
-        self.cursor = await self._initial_cursor(loaded, head)
-        self._planned_to = self.cursor.number
-        self._set_cursor_metrics()
         self._scanned_with = dict(self.watch.positions)
+        marks: dict[int, int] | None = None
         if loaded.latest is not None:
             # Whatever the previous leader's cursor does not vouch for may have been paid in
             # blocks it scanned before the address reached its watch set.
-            additions, complete = self.watch.additions_since(loaded.latest.covered or {})
+            marks = loaded.latest.covered or {}
+        elif self.options.start_block is None:
+            # A first start begins at head − confirmations: an address watched already may
+            # have been paid just below that (a session created before this watcher's first
+            # start). An explicit start block is the operator's choice of beginning.
+            marks = {}
+        if marks is not None:
+            additions, complete = self.watch.additions_since(marks)
             if not complete:
                 log.error(
                     "too many addresses since the last checkpoint to remember them all; "
@@ -206,12 +237,16 @@ class Scanner:
             for key, partition, offset in additions:
                 self._late[key] = (partition, offset)
             self._late_event.set()
+        self.cursor = self._sent = await self._initial_cursor(loaded, head)
+        self._planned_to = self.cursor.number
+        self._set_cursor_metrics()
         self.watch.on_added = self._late_added
-        loops = [self._head_loop(), self._confirm_loop(), self._backfill_loop()]
+        loops = [self._confirm_loop(), self._commit_loop(), self._head_loop()]
+        loops.append(self._backfill_loop())
         if self.policy.detect_depth is not None:
             loops.append(self._detect_loop())
         tasks = [asyncio.create_task(c) for c in loops]
-        confirm = tasks[1]
+        confirm, commit = tasks[0], tasks[1]
         try:
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -220,8 +255,10 @@ class Scanner:
                 error = None if task is stop else task.exception()
                 if error is not None:
                     raise error
-            # Graceful: the confirm loop finishes the range it is publishing, then returns.
+            # Graceful: sending stops after the range in hand; every range sent is then acked
+            # (or given up after retries) before the last cursor record.
             await confirm
+            await commit
             await self._write_cursor(force=True)
         finally:
             self.watch.on_added = None
@@ -263,7 +300,8 @@ class Scanner:
         # Written at once: a crash before the first range must not restart at a newer head.
         await self._retry(
             "write first cursor",
-            lambda: self.cursors.write(cursor, self.fence, self.watch.positions),
+            # Not vouching for the addresses still to be looked up (see ``_covered``).
+            lambda: self.cursors.write(cursor, self.fence, self._covered()),
         )
         self._written, self._written_at = cursor, time.monotonic()
         return cursor
@@ -320,15 +358,20 @@ class Scanner:
         wake = asyncio.Event()
         self._wakeups.append(wake)
         window: deque[tuple[int, int, asyncio.Task[Scan], dict[int, int]]] = deque()
-        next_start = self._cursor.number + 1
+        next_start = self._sent_cursor.number + 1
         try:
             while not self._stop.is_set():
                 if self._rewound:
                     for _, _, task, _ in window:
                         task.cancel()
                     window.clear()
-                    next_start = self._cursor.number + 1
+                    next_start = self._sent_cursor.number + 1
                     self._rewound = False
+                if len(self._inflight) >= 2 * self.options.concurrency:
+                    # Bounded: at most this many ranges sent and not yet acked.
+                    self._inflight_changed.clear()
+                    await self._inflight_changed.wait()
+                    continue
                 target = self.policy.confirmable(self._head)
                 while len(window) < self.options.concurrency and next_start <= target:
                     end = min(target, next_start + self.sizer.size - 1)
@@ -354,7 +397,16 @@ class Scanner:
                     if self._rewound:
                         continue
                     try:
-                        await self._confirm(scan)
+                        await self._confirm(scan, positions)
+                    except _PublishFailed as exc:
+                        log.warning(
+                            "send failed; sending again from the cursor",
+                            extra={"error": str(exc)[:300]},
+                        )
+                        self._m_publish_failures.inc()
+                        self._rewind_sending()
+                        await asyncio.sleep(self.options.backoff.delay(1))
+                        continue
                     except _CursorOffChain as exc:
                         log.critical("the chain changed under the cursor", extra={"why": str(exc)})
                         await self._recover_cursor()
@@ -367,24 +419,71 @@ class Scanner:
                         again = asyncio.create_task(self._refetch(start, end))
                         window.appendleft((start, end, again, dict(self.watch.positions)))
                         continue
-                    self._scanned_with = positions
-                await self._write_cursor()
         finally:
             for _, _, task, _ in window:
                 task.cancel()
             self._wakeups.remove(wake)
+            self._sending_done = True
+            self._inflight_changed.set()
+
+    async def _commit_loop(self) -> None:
+        """Move the cursor over each range sent, in order, once the broker acked all of it."""
+        failures = 0
+        while True:
+            if not self._inflight:
+                if self._sending_done:
+                    return
+                self._inflight_changed.clear()
+                await self._inflight_changed.wait()
+                continue
+            entry = self._inflight[0]
+            try:
+                for delivered in entry.delivered:
+                    await asyncio.shield(delivered)
+            except Exception as exc:
+                failures += 1
+                self._m_publish_failures.inc()
+                log.warning(
+                    "publish failed; sending again from the cursor (it does not move)",
+                    extra={"error": str(exc)[:300], "failures": failures},
+                )
+                async with self._lock:
+                    if entry.generation == self._generation:
+                        self._rewind_sending()
+                if self._sending_done and failures >= 3:
+                    return  # stopping: the cursor stays where the acks justify it
+                await asyncio.sleep(self.options.backoff.delay(failures))
+                continue
+            failures = 0
+            if self._inflight and self._inflight[0] is entry:
+                self._inflight.popleft()
+                self._inflight_changed.set()
+            if entry.generation != self._generation:
+                continue  # sent before a rewind: the cursor must not follow it
+            self.cursor = entry.cursor
+            self._scanned_with = entry.positions
+            self._set_cursor_metrics()
+            await self._write_cursor()
+
+    def _rewind_sending(self) -> None:
+        """Send again from the acknowledged cursor: ranges in flight no longer count."""
+        self._generation += 1
+        self._inflight.clear()
+        self._inflight_changed.set()
+        self._sent = self._cursor
+        self._rewound = True
 
     async def _refetch(self, start: int, end: int) -> Scan:
         await asyncio.sleep(self.options.poll_interval)
         return await self._fetch(start, end, self.watch.watch_set)
 
-    async def _confirm(self, scan: Scan) -> None:
-        """Publish a range's confirmed transfers (and reverts), then move the cursor to its end.
+    async def _confirm(self, scan: Scan, positions: dict[int, int]) -> None:
+        """Send a range's confirmed transfers (and reverts) and queue it for the commit loop.
 
-        Called under ``_lock``, in range order. Returns only after every ack; a publish that
-        fails is retried until it succeeds or the term stops (then the cursor stays put).
+        Called under ``_lock``, in range order; ``positions``: the watchlist positions the
+        range was read with. Does not wait for acks (the commit loop does).
         """
-        cursor = self._cursor
+        cursor = self._sent_cursor
         if cursor.hash and scan.start == cursor.number + 1 and scan.parent_hash != cursor.hash:
             raise _CursorOffChain(
                 f"block {scan.start}'s parent is {scan.parent_hash}, the cursor is {cursor.hash}"
@@ -413,8 +512,13 @@ class Scanner:
             vanished = [t for t in missing if t.identity not in found]
             confirmed += still
         latest = self._head.latest
-        await self._publish(vanished, TransferStage.REVERTED, latest)
-        await self._publish(confirmed, TransferStage.CONFIRMED, latest)
+        try:
+            delivered = [
+                await self.publisher.send(vanished, TransferStage.REVERTED, latest),
+                await self.publisher.send(confirmed, TransferStage.CONFIRMED, latest),
+            ]
+        except Exception as exc:
+            raise _PublishFailed(str(exc)) from exc
         if vanished:
             log.warning(
                 "detections gone at confirmation: reverted",
@@ -432,9 +536,10 @@ class Scanner:
             self.ledger.trim_confirmed(base.number)
         else:
             self.ledger.confirmed.clear()
-        self.cursor = Cursor(scan.end, scan.end_hash)
+        self._sent = Cursor(scan.end, scan.end_hash)
+        self._inflight.append(_InFlight(self._sent, delivered, positions, self._generation))
+        self._inflight_changed.set()
         self._m_blocks["confirmed"].inc(scan.end - scan.start + 1)
-        self._set_cursor_metrics()
 
     async def _publish(
         self, transfers: Sequence[Transfer], stage: TransferStage, latest: int
@@ -566,7 +671,7 @@ class Scanner:
                 self.ring.truncate_after(old_tip)
                 raise _Inconsistent(f"block {t.block_number} changed while being read")
         async with self._lock:
-            floor = self._cursor.number
+            floor = self._sent_cursor.number  # sent as confirmed already: no detected after
             new = [
                 t
                 for t in scan.transfers
@@ -596,16 +701,15 @@ class Scanner:
         self.ring.truncate_after(fork)
         async with self._lock:
             reverted = await self._revert_above(fork, head)
-            cursor = self._cursor
-            if fork < cursor.number and not await self._on_chain(cursor, canonical):
+            sent = self._sent_cursor
+            if fork < sent.number and not await self._on_chain(sent, canonical):
                 # Deeper than the confirmations: confirmed blocks are scanned again from the
                 # fork (their transfers are published once more; the vanished ones reverted).
                 known = next((r for r in canonical if r.number == fork), None)
-                self.cursor = Cursor(fork, known.hash if known else "")
-                self._rewound = True
+                self._rewind_to(Cursor(fork, known.hash if known else ""))
                 log.critical(
                     "reorg below the confirmed cursor; rescanning",
-                    extra={"fork": fork, "cursor_was": cursor.number},
+                    extra={"fork": fork, "cursor_was": sent.number},
                 )
         log.warning("reorg", extra={"at": at, "fork": fork, "depth": depth, "reverted": reverted})
 
@@ -643,7 +747,7 @@ class Scanner:
         see: detection off, or deeper than the ring). Find the fork as well as the ring allows,
         revert what vanished, and rescan from there. Call under ``_lock``."""
         self._m_reorgs.inc()
-        head, cursor = self._head, self._cursor
+        head, cursor = self._head, self._sent_cursor
         fork: int | None = None
         base, tip = self.ring.base, self.ring.tip
         if base is not None and tip is not None and base.number <= cursor.number:
@@ -653,8 +757,7 @@ class Scanner:
             fork = max(-1, cursor.number - self.options.ring_size)
         self.ring.truncate_after(fork)
         reverted = await self._revert_above(fork, head)
-        self.cursor = await self._cursor_at(fork)
-        self._rewound = True
+        self._rewind_to(await self._cursor_at(fork))
         self._m_reorg_depth.observe(cursor.number - fork)
         log.critical(
             "rescanning from below a reorg under the cursor",
@@ -708,6 +811,21 @@ class Scanner:
         if self.head is None:
             raise RuntimeError("no head yet: run() reads one before any loop starts")
         return self.head
+
+    def _rewind_to(self, fork: Cursor) -> None:
+        """Scan again from ``fork`` (a reorg took the blocks above it): sending restarts there,
+        and the cursor moves back to it if it had passed it."""
+        if self._cursor.number > fork.number:
+            self.cursor = fork
+            self._set_cursor_metrics()
+        self._rewind_sending()
+        self._sent = fork
+
+    @property
+    def _sent_cursor(self) -> Cursor:
+        if self._sent is None:
+            raise RuntimeError("nothing sent yet: run() sets the cursor before any loop starts")
+        return self._sent
 
     @property
     def _cursor(self) -> Cursor:
