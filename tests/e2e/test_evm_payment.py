@@ -128,9 +128,11 @@ async def _until(
     ok: Callable[[Any], bool],
     timeout: float,
     services: list[Service],
-    kafka: str,
-    anvil: Anvil,
+    kafka: str | None = None,
+    anvil: Anvil | None = None,
 ) -> Any:
+    """Poll ``probe`` until ``ok``; on timeout, fail with the services' logs (and, given the
+    broker and the chain, the watcher's view of them)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -140,10 +142,11 @@ async def _until(
         for service in services:
             assert service.proc.poll() is None, f"{service.name} exited\n{service.tail()}"
         await asyncio.sleep(0.2)
-    raise AssertionError(
-        f"timed out; last: {json.dumps(last, indent=1)[:2000]}\n"
-        f"{await _diagnose(services, kafka, anvil)}"
-    )
+    if kafka is not None and anvil is not None:
+        detail = await _diagnose(services, kafka, anvil)
+    else:
+        detail = "\n".join(f"--- {s.name}\n{s.tail()}" for s in services)
+    raise AssertionError(f"timed out; last: {json.dumps(last, indent=1)[:2000]}\n{detail}")
 
 
 async def _diagnose(services: list[Service], kafka: str, anvil: Anvil) -> str:

@@ -64,7 +64,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 60)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{proc.args} exited with {proc.returncode} before it was healthy")
+            pytest.fail(f"{proc.args!r} exited with {proc.returncode} before it was healthy")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
                 if resp.status == 200:
@@ -72,7 +72,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 60)
         except OSError:
             pass
         time.sleep(0.2)
-    pytest.fail(f"{proc.args} was not healthy within {timeout} s")
+    pytest.fail(f"{proc.args!r} was not healthy within {timeout} s")
 
 
 @pytest.mark.slow

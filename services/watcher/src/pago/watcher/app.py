@@ -22,13 +22,13 @@ from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 
+from pago.common.health import HealthServer
 from pago.common.kafka import create_producer
 from pago.common.redis import create_redis
 from pago.watcher import metrics
 from pago.watcher.chains.base import ChainSource
 from pago.watcher.chains.factory import build_source
 from pago.watcher.core.cursor import CursorStore
-from pago.watcher.core.health import HealthServer
 from pago.watcher.core.leadership import Lease, RedisLease, SoloLease
 from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.rpc import Backoff
