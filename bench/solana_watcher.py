@@ -1,19 +1,20 @@
 """The SOLANA watcher: deposits/s detected across 1,000 watched owners, and the RPC calls spent.
 
-Surfpool gets 1,000 deposit owners (2,000 ATAs: USDT and USDC) and ``DEPOSITS`` real
-``transfer_checked`` deposits to random ones of them (most create the owner's ATA in the same
-transaction). Then, in one run:
+1,000 deposit owners (2,000 ATAs: USDT and USDC) are watched; real ``transfer_checked``
+deposits go to random ones of them (most create the owner's ATA in the same transaction). Each
+phase runs on a fresh Surfpool (its ``getSignaturesForAddress`` slows as history grows):
 
-- **catch-up** (deposits already finalized, the watcher started below them, detected stage
+- **catch-up** (``DEPOSITS`` already finalized, the watcher started below them, detected stage
   off): the real watcher (``create_app``: signature sweeps, transactions, finality checks,
   ``TransferObserved`` published with acks, the cursor) from its first range to its cursor on
   the last deposit's slot, beside a **bare** loop doing only the method's RPC work —
-  ``getSignaturesForAddress`` for each ATA and ``getTransaction`` for each signature found, the
-  same concurrency, nothing published. Best of ``RUNS``, alternated.
-- **live** (the watcher following the head, as deployed): ``LIVE_DEPOSITS`` sent as fast as
-  Surfpool takes them; deposits/s detected (first send → last detection), detection and
-  confirmation latency (send → ``observed_at``), and the calls spent per deposit and per
-  second idle, with balance hints on (the default) and off.
+  ``getSignaturesForAddress`` for each ATA and ``getTransaction`` for each signature found, at
+  the same concurrency, nothing published. Best of ``RUNS``, alternated.
+- **live** (the watcher following the head, at mainnet pace: ``MAINNET_PACE``): after its
+  start-up sweep, the calls it spends idle over two finalization windows; then
+  ``LIVE_DEPOSITS`` sent as fast as Surfpool takes them: deposits/s detected (first send → last
+  detection), detection and confirmation latency (send → ``observed_at``), calls per deposit;
+  with balance hints on (the default) and off.
 - **budgeted** (``PAGO_WATCHER_SOLANA_RPC_BUDGET`` = 100 calls/s, a provider's paid tier): the
   same with ``BUDGETED_DEPOSITS``, to show where the latency goes when the budget binds.
 
@@ -74,7 +75,8 @@ POLL = 1.0
 MAINNET_PACE = {"slotTimeMs": 400, "blockProductionMode": "clock"}
 """The live runs' simnet: 2.5 slots/s and ``finalized`` 30 slots (12 s) behind, as on mainnet
 (Surfpool's default runs 13–40 slots/s, which makes every per-slot cost look 5–15× larger)."""
-IDLE_SECONDS = 5.0
+IDLE_SECONDS = 26.0
+"""Two finalization windows at mainnet pace: a window without a sweep would read ~10× low."""
 BLOCKHASH_EVERY = 10
 """Deposits per fresh blockhash: Surfpool drops a transaction whose blockhash is 150 slots
 old, and its slots come 13–34 a second."""

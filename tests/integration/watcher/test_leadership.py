@@ -8,12 +8,14 @@ releases the lease, so its standby takes over at once instead of after the TTL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
 from pago.common.enums import TransferStage
+from pago.common.events import CursorCommitted
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
@@ -30,6 +32,28 @@ from tests.integration.watcher.process import WatcherProcess
 
 TAKEOVER_LIMIT = 30.0
 LEADING = "leading: this replica scans now"
+
+
+def _story(*replicas: WatcherProcess) -> str:
+    """Each replica's log lines (time, message, a few fields), for a failure message."""
+    lines = []
+    for name, replica in zip("AB", replicas, strict=False):
+        for e in replica.logs:
+            extra = {k: v for k, v in e.items() if k not in ("ts", "level", "service", "logger")}
+            lines.append(f"{e.get('ts', '')[11:23]} {name} {extra}"[:300])
+    return "\n".join(sorted(lines))
+
+
+async def _cursors_reaching(
+    kafka: str, block: int, timeout: float = 15.0
+) -> list[tuple[CursorCommitted, int]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        cursors = await read_cursors(kafka)
+        if any(c.block_number >= block for c, _ in cursors):
+            return cursors
+        assert time.monotonic() < deadline, f"no cursor record reached block {block}: {cursors}"
+        await asyncio.sleep(0.1)
 
 
 def _pair(
@@ -85,6 +109,10 @@ async def test_the_standby_takes_over_within_30_s_of_the_leaders_death(
         took_over = time.monotonic() - died
         seen = await read_transfers(kafka, _confirmed(tx2), timeout=TAKEOVER_LIMIT)
         published = time.monotonic() - died
+        # The new term's cursor record follows the acks of tx2's range (the commit loop):
+        # wait for it, while the new leader still runs.
+        (tx2_block,) = {t.block_number for t in seen if t.tx_hash == tx2}
+        cursors = await _cursors_reaching(kafka, tx2_block)
     finally:
         leader.close()
         standby.close()
@@ -92,10 +120,9 @@ async def test_the_standby_takes_over_within_30_s_of_the_leaders_death(
     assert took_over < TAKEOVER_LIMIT
     assert published < TAKEOVER_LIMIT, f"tx2 published {published:.1f} s after the death"
     assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == {tx1, tx2}
-    cursors = await read_cursors(kafka)
     fences = [fence for _, fence in cursors]
     assert fences == sorted(fences), "each term writes above every earlier one"
-    assert len(set(fences)) == 2
+    assert len(set(fences)) == 2, _story(leader, standby)
     new_term = [c.block_number for c, fence in cursors if fence == fences[-1]]
     assert min(new_term) >= leader_cursor, "never behind what the dead leader had published"
 

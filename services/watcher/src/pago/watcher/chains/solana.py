@@ -9,9 +9,13 @@ How a slot range ``[start, end]`` is answered (the core drives it like EVM block
 
 1. **Signatures** per ATA with ``getSignaturesForAddress(ATA, until=<newest known>)``, paged
    with ``before`` past the page size (1,000), at ``confirmed`` commitment. Each ATA remembers
-   the slot through which its list is complete (``verified``: the endpoint's confirmed head
-   when the newest page was asked for) and from which (``complete_from``), so a range another
-   loop already swept costs nothing, and one sweep serves every range up to its head.
+   the slot through which its list is complete (``verified``: the slot its endpoint had
+   vouched for when the newest page was asked for) and from which (``complete_from``), so a
+   range another loop already swept costs nothing, and one sweep serves every range up to it.
+   A node vouches for its confirmed slot less ``INDEX_MARGIN`` (2): Surfpool's confirmed slot
+   can still take transactions, and Agave indexes transaction statuses asynchronously. The
+   source's head is that slot too, and a poll keeps no signature above it, so ``until`` only
+   ever names a signature below which nothing can still appear.
 2. **Transactions** (``getTransaction``, ``jsonParsed``, cached per signature): the credit is
    the ATA's post − pre token balance for a registry mint (pre is 0 when the ATA was created
    in the same transaction); the sender is the owner of the token account of that mint whose
@@ -25,7 +29,8 @@ The cost that matters is step 1: one call per ATA per sweep, and with ``confirme
 ``finalized`` the core asks for a range reaching past the finalized slot on every head poll
 (the detected stage). With ``balance_hints`` those ranges are answered from the ATAs' token
 balances instead: ``getMultipleAccounts`` (100 ATAs a call, 8 bytes of each: the amount) and a
-signature poll of only the ATAs whose balance moved. A balance can move and come back between
+signature poll of only the ATAs whose balance moved (and, once more, until their signatures
+cover the slot the new balance was seen at). A balance can move and come back between
 two reads (a deposit swept out at once): such a transfer is missed by the *detected* stage
 only, because a range ending at or below the finalized slot — the confirmed stage, backfills,
 re-checks — is always answered from full signature sweeps. Sweeps run at bulk priority
@@ -97,6 +102,11 @@ mainnet): far more than a backfill looks back; an older range is swept again."""
 LOOKBACK = (64, 4096)
 """Slots searched back for the newest block below a range (skipped slots have none)."""
 TOKEN_PROGRAMS = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
+INDEX_MARGIN = 2
+"""Slots below the confirmed slot before the source vouches for one: Surfpool's confirmed slot
+can still take transactions (23 of 60 deposits sent in one second landed in a slot after it was
+first read), and Agave writes transaction statuses (what ``getSignaturesForAddress`` reads)
+asynchronously. 0.8 s on mainnet."""
 URGENT, BULK = 0, 1
 """Gate priorities: the head, blocks, balance hints and what they trigger go before the
 signature sweeps behind the confirmed stage."""
@@ -201,6 +211,8 @@ class Account:
     hinted: int = -1
     amount: int | None = None
     amount_read: bool = False
+    amount_at: int = -1
+    """The slot at which ``amount`` was first seen: signatures are owed up to it."""
 
     def covers(self, low: int, high: int) -> bool:
         return self.verified >= high and self.complete_from <= low
@@ -425,15 +437,21 @@ class SolanaSource:
 
     def _head_of(self, node: SolanaNode) -> int:
         endpoint = self._heads.get(id(node))
-        return endpoint.head if endpoint is not None and endpoint.head is not None else -1
+        head = endpoint.head if endpoint is not None and endpoint.head is not None else -1
+        return max(head, node.vouched)
 
     async def _send(
         self, chunk: Sequence[Call], method: str, min_head: int | None, priority: int
     ) -> tuple[list[Any], int]:
         async def op(node: SolanaNode) -> tuple[list[Any], int]:
-            # Read before the calls: everything confirmed up to it is in their answers.
+            # Read before the calls: everything up to it is complete in their answers.
             head = self._head_of(node)
-            return await node.calls(chunk), head
+            results = await node.calls(chunk)
+            for result in results:
+                if isinstance(result, dict) and isinstance(result.get("context"), dict):
+                    slot = int(result["context"].get("slot", -1)) - INDEX_MARGIN
+                    node.vouched = max(node.vouched, slot)
+            return results, head
 
         async with self._gate.slot(priority):
             return await self._pool.call(op, method=method, min_head=min_head)
@@ -499,8 +517,12 @@ class SolanaSource:
     # -- ChainSource -----------------------------------------------------------------------
 
     async def head(self, *, finalized: bool = False) -> ChainHead:
-        """The confirmed slot; the finalized slot is read in the same request every time (it
-        bounds what must be final), and returned when asked for."""
+        """The confirmed slot less ``INDEX_MARGIN``; the finalized slot is read in the same
+        request every time (it bounds what must be final), and returned when asked for.
+
+        The endpoints' heads are these slots too, so a sweep (which takes its endpoint's head
+        as the slot it vouches for) never vouches for a slot that may still fill.
+        """
         await self._take(2 * len(self._pool.endpoints))
 
         async def slots(node: SolanaNode) -> int:
@@ -508,7 +530,8 @@ class SolanaSource:
                 [("getSlot", [_CONFIRMED]), ("getSlot", [{"commitment": "finalized"}])]
             )
             node.finalized = int(final)
-            return int(confirmed)
+            node.vouched = max(node.vouched, int(confirmed) - INDEX_MARGIN)
+            return int(confirmed) - INDEX_MARGIN
 
         latest = await self._pool.refresh_heads(slots)
         best = next(ep for ep in self._pool.endpoints if ep.head == latest)
@@ -626,12 +649,18 @@ class SolanaSource:
 
     async def _hint(self, accounts: Sequence[Account], low: int, high: int) -> None:
         """Read the balances of accounts not read through ``high``; poll the signatures of
-        those whose balance moved since their last read.
+        those whose balance moved since it was last seen, or that still owe a poll.
+
+        A balance read at slot C shows transfers up to C, but only slots up to
+        C − ``INDEX_MARGIN`` are complete: a poll right after it vouches for no more. So an
+        account remembers the slot at which its balance took its current value
+        (``amount_at``) and is polled again until its signatures cover that slot — else a
+        deposit in the last slots would be in the balance and never fetched.
 
         Every account is read on every pass, swept ones too, so each comparison spans only
         the time between two reads. A first read has nothing to compare with: the account is
-        polled if its ATA exists (paid before it was first read), and 10,000 new owners, whose
-        ATAs do not exist yet, cost 100 calls and no poll.
+        polled if its ATA exists (paid before it was first read); 10,000 new owners, whose ATAs
+        do not exist yet, cost 100 calls and no poll.
         """
         stale = [a for a in accounts if a.hinted < high]
         if not stale:
@@ -643,22 +672,25 @@ class SolanaSource:
             method="getMultipleAccounts",
             min_head=high,
         )
-        moved: list[tuple[Account, int | None, int]] = []
-        quiet: list[tuple[Account, int | None, int]] = []
+        reads: list[tuple[Account, int | None, int, bool]] = []
         for chunk, (answer, _) in zip(chunks, answers, strict=True):
-            slot = int(answer["context"]["slot"])
-            if slot < high:
-                raise RpcError(f"balances read at slot {slot}, before {high}")
+            at = int(answer["context"]["slot"])
+            if at - INDEX_MARGIN < high:
+                raise RpcError(f"balances read at slot {at}, before {high + INDEX_MARGIN}")
             for account, value in zip(chunk, answer["value"], strict=True):
                 amount = None if value is None else _amount(value)
-                unchanged = amount == account.amount if account.amount_read else amount is None
-                (quiet if unchanged else moved).append((account, amount, slot))
-        if moved:
-            await self._poll([a for a, _, _ in moved], low, high)
+                # A first read has nothing to compare with: an existing ATA may hold a deposit.
+                moved = amount != account.amount if account.amount_read else amount is not None
+                reads.append((account, amount, at, moved))
+        owing = [a for a, _, at, moved in reads if moved or a.verified < a.amount_at]
+        if owing:
+            await self._poll(owing, low, high)
         # Only now: a poll that failed must find the same balances moved next time.
-        for account, amount, slot in (*moved, *quiet):
-            account.amount, account.amount_read = amount, True
-            account.hinted = max(account.hinted, slot)
+        for account, amount, at, moved in reads:
+            if moved or not account.amount_read:
+                account.amount, account.amount_read = amount, True
+                account.amount_at = at if amount is not None else -1
+            account.hinted = max(account.hinted, at - INDEX_MARGIN)
 
     async def _poll(
         self, accounts: Sequence[Account], low: int, min_head: int, *, priority: int = URGENT
@@ -842,15 +874,21 @@ class SolanaSource:
 
 
 def _merge(poll: _Poll, low: int) -> None:
-    """Record a finished poll: its signatures, and the slots its account is now known over."""
+    """Record a finished poll: its signatures, and the slots its account is now known over.
+
+    Only signatures at or below the poll's reference slot are kept: the list may hold some of
+    a newer slot that was not complete yet, and ``until`` must only ever name a signature
+    below which nothing can still appear. The newer ones come again in the next poll.
+    """
     a = poll.account
-    for sig, slot, ok in poll.found:
+    reference = poll.reference if poll.reference is not None else -1
+    kept = [(sig, slot, ok) for sig, slot, ok in poll.found if slot <= reference]
+    for sig, slot, ok in kept:
         a.sigs[sig] = (slot, ok)
-    if poll.found:
-        sig, slot, _ = poll.found[0]  # newest first
+    if kept:
+        sig, slot, _ = kept[0]  # newest first
         if slot >= a.newest_slot:
             a.newest, a.newest_slot = sig, slot
-    reference = max(poll.reference if poll.reference is not None else -1, a.newest_slot)
     if poll.incremental:
         a.verified = max(a.verified, reference)
     else:

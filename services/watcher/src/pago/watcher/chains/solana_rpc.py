@@ -191,6 +191,10 @@ class SolanaNode:
         """None until the node answered a batch (or refused one)."""
         self.finalized: int | None = None
         """The node's ``finalized`` slot at its last head poll."""
+        self.vouched = -1
+        """The newest slot this node has shown complete (its head polls and the ``context``
+        slots of its answers, less the source's margin): a later signature list from it holds
+        every signature up to here."""
         self._network = network
         self._stats = stats
         self._http = httpx.AsyncClient(
