@@ -84,6 +84,9 @@ class SessionSnapshot(BaseModel):
     transactions: tuple[TransactionSnapshot, ...]
     expires_at: datetime
     created_at: datetime
+    detection_rpc_url: str | None = None
+    """A public RPC endpoint a checkout page may use to watch the chain; ``None`` when the
+    network × mode configures none (IronixPay's session object carries it)."""
 
 
 class _SessionEvent(Event):
@@ -124,7 +127,24 @@ class SessionResolved(_SessionEvent):
     log_index: int
 
 
-AnySessionEvent = SessionCreated | SessionUpdated | SessionPaymentDetected | SessionResolved
+class SessionPaymentReverted(_SessionEvent):
+    """A transfer already credited to this session was reverted by a reorg deeper than the
+    confirmation depth. The credit stands (a ``reverted_credit`` exception asks a human);
+    ``session`` shows the transaction as ``Reverted``. Opt-in webhook ``session.payment_reverted``.
+    """
+
+    type: Literal["session.payment_reverted"] = "session.payment_reverted"
+    tx_hash: str
+    log_index: int
+
+
+AnySessionEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SessionPaymentDetected
+    | SessionResolved
+    | SessionPaymentReverted
+)
 SessionEvent = Annotated[AnySessionEvent, Field(discriminator="type")]
 SESSION_EVENT_ADAPTER: TypeAdapter[AnySessionEvent] = TypeAdapter(SessionEvent)
 
@@ -140,6 +160,9 @@ class WatchAddress(Event):
     address: str
     session_id: str
     watch_until: datetime
+    created_at: datetime | None = None
+    """When the session was created: the watcher back-fills from the block at this time, however
+    late the record reaches it. ``None`` from producers older than this field."""
 
 
 # --- chain.transfers ------------------------------------------------------------------------
@@ -164,6 +187,32 @@ class TransferObserved(Event):
     confirmations: int = Field(ge=0)
     stage: TransferStage
     observed_at: datetime
+    block_time: datetime | None = None
+    """The block's own timestamp (chain time, UTC); decides whether a payment was made before
+    ``expires_at``. ``None`` from watchers older than this field."""
+
+
+class ChainScanned(Event):
+    """Progress marker on ``chain.transfers``: the watcher of ``network`` × ``mode`` has published
+    (and the broker acknowledged) every transfer to a watched address up to and including
+    ``block_number``, whose timestamp is ``block_time``.
+
+    Written to *every* partition of ``chain.transfers`` (explicit partition; key
+    ``{network}:{mode}``; header ``event_type=chain.scanned``) after the transfers it covers were
+    acked, so a consumer that reaches this record in partition ``p`` has seen every earlier
+    transfer of that network × mode in ``p``. ``partitions`` is the topic's partition count, so
+    the matcher knows when it holds a marker from every partition. It proves the chain silent
+    for a session: no payment up to ``block_time`` remains unprocessed.
+    """
+
+    network: Network
+    mode: Mode
+    block_number: int = Field(ge=0)
+    block_hash: str
+    block_time: datetime
+    partition: int = Field(ge=0)
+    partitions: int = Field(ge=1)
+    scanned_at: datetime
 
 
 # --- chain.cursors --------------------------------------------------------------------------
