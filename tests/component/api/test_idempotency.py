@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.auth.principal import MerchantProfile, Principal
-from pago.api.idempotency import IdempotencyStore, fingerprint, record_key
+from pago.api.idempotency import DurableStore, IdempotencyStore, fingerprint, record_key
 from pago.api.settings import ApiSettings
-from pago.common.db.schema import checkout_sessions
+from pago.common.db.schema import checkout_sessions, idempotency_records
 from pago.common.enums import Mode
 from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
 
@@ -237,3 +238,143 @@ async def test_other_methods_are_405_not_idempotency_errors(
 ) -> None:
     response = await client.request(method, URL, headers=merchant.headers(idempotency_key="m"))
     assert_error(response, 405, "method_not_allowed")
+
+
+async def records(db: AsyncEngine) -> list[Any]:
+    async with db.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    select(
+                        idempotency_records.c.key,
+                        idempotency_records.c.sub_merchant_id,
+                        idempotency_records.c.status_code,
+                        idempotency_records.c.expires_at,
+                        idempotency_records.c.created_at,
+                    )
+                )
+            ).all()
+        )
+
+
+async def wait_for_a_lock_wait(db: AsyncEngine, waiting: int = 1) -> None:
+    """Until ``waiting`` backends wait on a lock (a request stopped inside its transaction)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    query = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    while True:
+        async with db.connect() as conn:
+            if int((await conn.execute(query)).scalar_one()) >= waiting:
+                return
+        assert asyncio.get_running_loop().time() < deadline, "no request waited on a lock"
+        await asyncio.sleep(0.02)
+
+
+class TestDurable:
+    """Redis loses the key (restart, failover, eviction): Postgres still answers the retry."""
+
+    async def test_a_retry_after_redis_lost_the_key_replays_the_same_session(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        first = await post(client, merchant, "durable-1")
+        assert first.status_code == 201
+        await redis.flushdb()
+        again = await post(client, merchant, "durable-1")
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotency-replayed"] == "true"
+        assert again.content == first.content
+        assert await count_sessions(db) == 1
+        # The replay put the record back in Redis: the next retry takes the fast path.
+        assert await redis.keys("pago:idem:*")
+
+    async def test_a_different_body_after_redis_lost_the_key_is_a_conflict(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        await post(client, merchant, "durable-2")
+        await redis.flushdb()
+        response = await post(client, merchant, "durable-2", crypto_body(pricing_amount="11"))
+        assert_error(response, 409, "idempotency_conflict", error_type="idempotency_error")
+        assert await count_sessions(db) == 1
+        # The conflict released the lock it took: the right body still replays.
+        again = await post(client, merchant, "durable-2")
+        assert again.headers["idempotency-replayed"] == "true"
+
+    async def test_concurrent_retries_after_a_flush_create_no_second_session(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        first = await post(client, merchant, "durable-3")
+        await redis.flushdb()
+        responses = await asyncio.gather(*(post(client, merchant, "durable-3") for _ in range(10)))
+        for r in responses:
+            assert r.status_code in (201, 409), r.text
+            if r.status_code == 201:
+                assert r.headers["idempotency-replayed"] == "true"
+                assert r.json()["id"] == first.json()["id"]
+            else:
+                assert r.json()["error"]["code"] == "request_in_progress"
+        assert await count_sessions(db) == 1
+
+    async def test_a_duplicate_past_a_lost_lock_answers_the_first_response(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, redis: Redis
+    ) -> None:
+        # The first request stops inside its transaction (after its claim); Redis then loses
+        # its lock, so a retry passes Redis and runs: it must wait on the claim and answer the
+        # first request's response, not open a second session.
+        async with db.connect() as blocker:
+            await blocker.execute(text("LOCK TABLE checkout_sessions IN ACCESS EXCLUSIVE MODE"))
+            first = asyncio.create_task(post(client, merchant, "durable-4"))
+            await wait_for_a_lock_wait(db)
+            await redis.flushdb()
+            second = asyncio.create_task(post(client, merchant, "durable-4"))
+            await wait_for_a_lock_wait(db, 2)
+            await blocker.rollback()
+        a, b = await first, await second
+        assert (a.status_code, b.status_code) == (201, 201), (a.text, b.text)
+        assert a.json()["id"] == b.json()["id"]
+        assert [r.headers.get("idempotency-replayed") for r in (a, b)].count("true") == 1
+        assert await count_sessions(db) == 1
+
+    async def test_the_record_commits_with_the_session_and_only_then(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine
+    ) -> None:
+        bad = await post(client, merchant, "durable-5", crypto_body(pricing_amount="0.5"))
+        assert_error(bad, 400, "amount_too_small")
+        assert await records(db) == []
+        await post(client, merchant, "durable-5")
+        await post(client, merchant, "durable-5", sub="shop-a")
+        rows = await records(db)
+        assert sorted((r.key, r.sub_merchant_id, r.status_code) for r in rows) == [
+            ("durable-5", "", 201),
+            ("durable-5", merchant.sub_merchants["shop-a"], 201),
+        ]
+        for row in rows:
+            assert row.expires_at - row.created_at == timedelta(hours=24)
+
+    async def test_expired_records_neither_replay_nor_stay(
+        self,
+        client: httpx.AsyncClient,
+        merchant: Merchant,
+        db: AsyncEngine,
+        redis: Redis,
+        settings: ApiSettings,
+    ) -> None:
+        first = await post(client, merchant, "durable-6")
+        await redis.flushdb()
+        async with db.begin() as conn:
+            await conn.execute(
+                update(idempotency_records).values(
+                    expires_at=func.now() - timedelta(seconds=1),
+                    created_at=func.now() - timedelta(hours=24, seconds=1),
+                )
+            )
+        again = await post(client, merchant, "durable-6", crypto_body(client_reference_id="o-6"))
+        assert again.status_code == 201, again.text
+        assert "idempotency-replayed" not in again.headers
+        assert again.json()["id"] != first.json()["id"]
+        await redis.flushdb()
+        async with db.begin() as conn:
+            await conn.execute(
+                update(idempotency_records).values(expires_at=func.now() - timedelta(seconds=1))
+            )
+        store = DurableStore(db, ttl_seconds=settings.idempotency_ttl_seconds)
+        assert await store.purge() == 1
+        assert await records(db) == []

@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pago.common.db.schema import webhook_endpoints
+from pago.api.idempotency.durable import REDACTED
+from pago.common.db.schema import idempotency_records, webhook_endpoints
 from pago.common.enums import Mode
 from pago.notifier.worker import DeliveryWorker
 from tests.component.api.support import Merchant, assert_error
@@ -147,17 +149,43 @@ class TestCreate:
             )
         assert_error(response, 400, "webhook_endpoint_limit")
 
-    async def test_an_idempotent_retry_returns_the_same_endpoint(
-        self, client: httpx.AsyncClient, merchant: Merchant
+    async def test_an_idempotent_retry_returns_the_same_endpoint_without_its_secret(
+        self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, redis: Redis
     ) -> None:
         headers = merchant.headers(idempotency_key="create-hook-1")
         body = {"url": "https://shop.example/hooks"}
         first = await client.post(BASE, json=body, headers=headers)
+        secret = first.json()["secret"]
+        assert secret.startswith("whsec_")
         again = await client.post(BASE, json=body, headers=headers)
         assert again.headers["Idempotency-Replayed"] == "true"
-        assert again.json() == first.json()
+        assert again.json() == {**first.json(), "secret": REDACTED}
+        await redis.flushdb()  # and from Postgres, the durable copy
+        durable = await client.post(BASE, json=body, headers=headers)
+        assert durable.headers["Idempotency-Replayed"] == "true"
+        assert durable.json() == again.json()
         listed = (await client.get(BASE, headers=merchant.headers())).json()
         assert listed["meta"]["total"] == 1
+        # Neither store keeps the secret in plaintext.
+        for key in await redis.keys("pago:idem:*"):
+            assert secret.encode() not in b"".join((await redis.hgetall(key)).values())
+        async with db.connect() as conn:
+            bodies = (await conn.execute(select(idempotency_records.c.body))).scalars().all()
+        assert bodies
+        assert all(secret.encode() not in stored for stored in bodies)
+
+    async def test_a_replayed_rotation_does_not_show_the_new_secret(
+        self, client: httpx.AsyncClient, merchant: Merchant, redis: Redis
+    ) -> None:
+        created = await create(client, merchant, "https://shop.example/rot")
+        path = f"{BASE}/{created['id']}/rotate_secret"
+        headers = merchant.headers(idempotency_key="rotate-1")
+        first = await client.post(path, headers=headers)
+        await redis.flushdb()
+        again = await client.post(path, headers=headers)
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert first.json()["secret"].startswith("whsec_")
+        assert again.json() == {**first.json(), "secret": REDACTED}
 
     async def test_needs_an_api_key(self, client: httpx.AsyncClient) -> None:
         response = await client.post(BASE, json={"url": "https://shop.example/hooks"})

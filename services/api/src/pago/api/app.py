@@ -21,7 +21,7 @@ from pago.api.addresses import codec
 from pago.api.auth.service import Authenticator
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
 from pago.api.errors import install_error_handlers
-from pago.api.idempotency import IdempotencyMiddleware, IdempotencyStore
+from pago.api.idempotency import DurableStore, IdempotencyMiddleware, IdempotencyStore
 from pago.api.middleware import ErrorGuardMiddleware, MetricsMiddleware
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
@@ -100,6 +100,12 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 cache_seconds=settings.rate_cache_seconds,
                 max_age_seconds=settings.rate_max_age_seconds,
             )
+            records = DurableStore(engine, ttl_seconds=settings.idempotency_ttl_seconds)
+            purger = asyncio.create_task(
+                records.purge_forever(settings.idempotency_purge_seconds),
+                name="idempotency-purge",
+            )
+            stack.push_async_callback(_cancel, purger)
             app.state.pago = ApiState(
                 settings=settings,
                 registry=registry,
@@ -114,6 +120,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                     ttl_seconds=settings.idempotency_ttl_seconds,
                     lock_seconds=settings.idempotency_lock_seconds,
                 ),
+                idempotency_records=records,
                 sessions=SessionService(
                     registry=registry,
                     pricing=pricing,
@@ -151,6 +158,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
     app.add_middleware(
         IdempotencyMiddleware,
         store=lambda: state().idempotency,
+        durable=lambda: state().idempotency_records,
         admit=lambda: state().authenticator.admit,
         doc_base_url=settings.error_doc_base_url,
     )
@@ -184,6 +192,12 @@ async def _default_provider(
         FIAT_MINOR_UNITS,
         api_key=key.get_secret_value() if key else None,
     )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:

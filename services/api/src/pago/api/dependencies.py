@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.api.auth.principal import Principal
+from pago.api.idempotency import CLAIM_STATE, MAX_KEY_LENGTH, REDACT_STATE, DurableClaim
 from pago.api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from pago.api.idempotency import MAX_KEY_LENGTH
 from pago.api.state import ApiState
 
 
@@ -29,16 +29,28 @@ class RequestTransaction:
     Committed when the endpoint returns and before the response is sent (a function-scoped
     dependency), rolled back if anything raised. A request refused before it needs the
     database (no key, a malformed one, a replay) never takes a pooled connection.
+
+    A request with an ``Idempotency-Key`` carries a :class:`DurableClaim`: its first statement
+    claims the key (or raises ``StoredReplay`` when a concurrent request recorded it first),
+    and the open transaction is handed to the idempotency middleware, which stores the
+    response in it and commits — before the response is sent, as without a key.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, claim: DurableClaim | None = None) -> None:
         self._engine = engine
+        self._claim = claim
         self._stack = contextlib.AsyncExitStack()
         self._conn: AsyncConnection | None = None
+
+    @property
+    def begun(self) -> bool:
+        return self._conn is not None
 
     async def connection(self) -> AsyncConnection:
         if self._conn is None:
             self._conn = await self._stack.enter_async_context(self._engine.begin())
+            if self._claim is not None:
+                await self._claim.take(self._conn)
         return self._conn
 
     async def finish(self, exc: BaseException | None) -> None:
@@ -51,13 +63,18 @@ class RequestTransaction:
 
 
 async def transaction(request: Request) -> AsyncIterator[RequestTransaction]:
-    tx = RequestTransaction(get_state(request).engine)
+    claim = getattr(request.state, CLAIM_STATE, None)
+    claim = claim if isinstance(claim, DurableClaim) else None
+    tx = RequestTransaction(get_state(request).engine, claim)
     try:
         yield tx
     except BaseException as exc:
         await tx.finish(exc)
         raise
-    await tx.finish(None)
+    if claim is not None and claim.claimed and tx.begun:
+        claim.handed_over = tx  # the middleware records the response, then commits
+    else:
+        await tx.finish(None)
 
 
 Tx = Annotated[RequestTransaction, Depends(transaction, scope="function")]
@@ -111,3 +128,9 @@ IdempotencyKey = Annotated[
         "`idempotency_conflict`; still running → 409 `request_in_progress` with `Retry-After`.",
     ),
 ]
+
+
+def redact_secret(request: Request) -> None:
+    """Route dependency: the response's ``secret`` stays out of the stored idempotent copy
+    (a replay shows it redacted; the secret is shown once)."""
+    setattr(request.state, REDACT_STATE, ("secret",))

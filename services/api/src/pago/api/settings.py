@@ -81,6 +81,8 @@ class ApiSettings(SecretSettings):
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     idempotency_lock_seconds: float = Field(default=10.0, gt=0)
     """How long a crashed request's lock outlives it; a live request keeps renewing it."""
+    idempotency_purge_seconds: float = Field(default=600.0, gt=0)
+    """How often expired ``idempotency_records`` rows are deleted."""
 
     rate_provider: RateProviderKind = RateProviderKind.STATIC
     static_rates: dict[str, dict[Token, Decimal]] = Field(default_factory=default_static_rates)

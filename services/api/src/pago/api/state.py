@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.auth.service import Authenticator
-from pago.api.idempotency import IdempotencyStore
+from pago.api.idempotency import DurableStore, IdempotencyStore
 from pago.api.sessions.service import SessionService
 from pago.api.settings import ApiSettings
 from pago.common.networks import Registry
@@ -30,4 +30,6 @@ class ApiState:
     """The outbox relay's producer (raw aiokafka, as ``OutboxRelay`` wants)."""
     authenticator: Authenticator
     idempotency: IdempotencyStore
+    idempotency_records: DurableStore
+    """The durable half of ``Idempotency-Key`` (Postgres)."""
     sessions: SessionService

@@ -52,6 +52,13 @@ merchants = Table(
     Column("underpaid_extension_minutes", Integer, nullable=False, server_default=text("1440")),
     Column("underpayment_tolerance", Numeric(38, 18), comment="whole tokens; NULL = default"),
     _created(),
+    Column(
+        "duplicate_order_guard",
+        Boolean,
+        nullable=False,
+        server_default=text("true"),
+        comment="a repeated client_reference_id answers the existing session",
+    ),
 )
 
 api_keys = Table(
@@ -153,6 +160,11 @@ checkout_sessions = Table(
     _created(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("version", Integer, nullable=False, server_default=text("0"), comment="CAS counter"),
+    Column(
+        "detection_rpc_url",
+        Text,
+        comment="from the chains registry at creation, like currency_contract",
+    ),
     Index("ix_sessions_list", "merchant_id", "mode", "created_at", "id"),
     Index("ix_sessions_list_status", "merchant_id", "mode", "status", "created_at"),
     Index("ix_sessions_sub_merchant", "sub_merchant_id", "mode", "created_at"),
@@ -177,6 +189,14 @@ checkout_sessions = Table(
         "pay_address",
         unique=True,
         postgresql_where=text("status IN ('Pending', 'Underpaid')"),
+    ),
+    Index(
+        "ix_sessions_order_guard",
+        "merchant_id",
+        "mode",
+        "client_reference_id",
+        "created_at",
+        postgresql_where=text("client_reference_id IS NOT NULL"),
     ),
 )
 # The matcher finds a session by the address a watcher reported; EVM hex is case-insensitive
@@ -307,6 +327,28 @@ outbox = Table(
     comment="events waiting for the broker's ack; a row is deleted once acknowledged",
 )
 
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("merchant_id", Text, primary_key=True),
+    Column("mode", Text, primary_key=True),
+    Column(
+        "sub_merchant_id",
+        Text,
+        primary_key=True,
+        server_default=text("''"),
+        comment="'' when the key was used without X-Sub-Merchant-Code",
+    ),
+    Column("key", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False, comment="sha256 of method, path, body"),
+    Column("status_code", Integer, comment="NULL while claimed"),
+    Column("content_type", Text),
+    Column("body", LargeBinary, comment="the response as replayed (webhook secrets redacted)"),
+    _created(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_records_expires", "expires_at"),
+    comment="the durable half of Idempotency-Key; written in the transaction of its work",
+)
 
 exchange_rates = Table(
     "exchange_rates",

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.responses import Response
 
-from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, Transaction
+from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, Transaction, redact_secret
 from pago.api.errors import error_responses
 from pago.api.responses import REPLAYED_DOC, json_response
 from pago.api.validation import SafeStr
@@ -54,8 +54,13 @@ PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
     response_model=WebhookEndpointWithSecret,
     summary="Create a webhook endpoint",
     operation_id="createWebhookEndpoint",
+    dependencies=[Depends(redact_secret)],
     responses={
-        201: {"description": "The endpoint and its secret (shown once).", "headers": REPLAYED_DOC},
+        201: {
+            "description": "The endpoint and its secret (shown once: an idempotent replay "
+            "shows `secret` redacted).",
+            "headers": REPLAYED_DOC,
+        },
         **error_responses(400, 401, 409, 413, 429, 500, 503),
     },
 )
@@ -138,9 +143,11 @@ async def delete_endpoint(
     response_model=WebhookEndpointWithSecret,
     summary="Rotate a webhook endpoint's secret",
     operation_id="rotateWebhookEndpointSecret",
+    dependencies=[Depends(redact_secret)],
     responses={
         200: {
-            "description": "The endpoint and its new secret (shown once).",
+            "description": "The endpoint and its new secret (shown once: an idempotent replay "
+            "shows `secret` redacted).",
             "headers": REPLAYED_DOC,
         },
         **error_responses(401, 404, 409, 429, 500, 503),

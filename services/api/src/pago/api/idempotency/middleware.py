@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` for POSTs under ``/v1/``, kept in Redis.
+"""``Idempotency-Key`` for POSTs under ``/v1/``: Redis in front, Postgres underneath.
 
 Rules (IronixPay's, as ARCHITECTURE.md "HTTP API" states them):
 
@@ -12,11 +12,19 @@ Rules (IronixPay's, as ARCHITECTURE.md "HTTP API" states them):
   committed and the client may retry (with a corrected body, too);
 - the lock lives ``lock_seconds`` and the request renews it while it runs, so only a crashed
   process's lock lapses;
-- Redis unreachable → 503 ``service_unavailable``: without the record a retry could create a
-  second session, so no request carrying a key runs.
+- Redis unreachable → 503 ``service_unavailable``: no request carrying a key runs without its
+  lock.
 
-The middleware buffers the inner response and stores it *after* the inner app returned, which
-is after the request's transaction committed (the transaction is a function-scoped dependency).
+Durability: the 2xx response is also written to ``idempotency_records`` in the request's own
+transaction (claimed by its first statement, completed just before the commit), so a retry
+after Redis lost the key (restart, failover, eviction, a lapsed lock) finds the record in
+Postgres and replays it; a concurrent duplicate that slipped past a lost lock waits on the
+claim and then answers the winner's response — never a second session. A request that uses no
+transaction of its own (resolving a payment exception, idempotent by its state) gets its
+record written right after. Routes that return a secret mark fields to redact
+(``request.state.idempotency_redact``): the stored and replayed copy never holds the secret.
+
+The middleware buffers the inner response, commits, stores, and only then sends it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,11 +49,20 @@ from pago.api.auth.principal import Principal
 from pago.api.errors import (
     ApiError,
     IdempotencyConflict,
+    InternalError,
     InvalidRequest,
     RequestInProgress,
     ServiceUnavailable,
     error_response,
 )
+from pago.api.idempotency.durable import (
+    DurableClaim,
+    DurableStore,
+    OpenTransaction,
+    StoredReplay,
+    redact,
+)
+from pago.api.idempotency.repository import RecordScope, StoredRecord
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +149,9 @@ class IdempotencyStore:
             return Acquired(token)
         state, stored_fp, status, ctype, body = (bytes(v) for v in result)
         if stored_fp.decode() != fp:
-            raise IdempotencyConflict(
-                "This Idempotency-Key was used with a different request (method, path or body)."
-                " Use a new key for a new request.",
-                param=HEADER,
-            )
+            raise _conflict()
         if state != b"done":
-            raise RequestInProgress(
-                "A request with this Idempotency-Key is still running; retry shortly.",
-                retry_after=1,
-            )
+            raise _in_progress()
         return StoredResponse(int(status), ctype.decode(), body)
 
     async def complete(self, key: str, token: str, response: StoredResponse) -> bool:
@@ -159,9 +170,44 @@ class IdempotencyStore:
 
 Admit = Callable[[Request], Awaitable[Principal]]
 
+CLAIM_STATE = "idempotency_claim"
+"""``scope["state"]`` key of the request's :class:`DurableClaim` (read by the transaction)."""
+REDACT_STATE = "idempotency_redact"
+"""``scope["state"]`` key of the response fields a route keeps out of the stored copy."""
+
+
+def durable_scope(principal: Principal, key: str) -> RecordScope:
+    sub = principal.sub_merchant.id if principal.sub_merchant else ""
+    return RecordScope(principal.merchant.id, principal.mode.value, sub, key)
+
+
+def _conflict() -> IdempotencyConflict:
+    return IdempotencyConflict(
+        "This Idempotency-Key was used with a different request (method, path or body)."
+        " Use a new key for a new request.",
+        param=HEADER,
+    )
+
+
+def _in_progress() -> RequestInProgress:
+    return RequestInProgress(
+        "A request with this Idempotency-Key is still running; retry shortly.", retry_after=1
+    )
+
+
+@dataclass(slots=True)
+class _Keyed:
+    """One keyed request's handles: Redis record and token, the durable claim."""
+
+    store: IdempotencyStore
+    rkey: str
+    token: str
+    claim: DurableClaim
+
 
 class IdempotencyMiddleware:
-    """Applies ``IdempotencyStore`` to POST requests under ``/v1/`` that carry the header.
+    """Applies ``IdempotencyStore`` and ``DurableStore`` to POST requests under ``/v1/`` that
+    carry the header.
 
     It admits the request first (rate limit and API key) because the scope is the merchant;
     the principal is left in ``request.state.principal`` so the endpoint does not admit twice.
@@ -172,11 +218,13 @@ class IdempotencyMiddleware:
         app: ASGIApp,
         *,
         store: Callable[[], IdempotencyStore],
+        durable: Callable[[], DurableStore],
         admit: Callable[[], Admit],
         doc_base_url: str | None,
     ) -> None:
         self.app = app
         self._store = store
+        self._durable = durable
         self._admit = admit
         self._doc_base_url = doc_base_url
 
@@ -192,6 +240,7 @@ class IdempotencyMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
+        store = self._store()
         try:
             principal = await self._admit()(Request(scope))
             scope.setdefault("state", {})["principal"] = principal
@@ -200,10 +249,10 @@ class IdempotencyMiddleware:
                     f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters long.", param=HEADER
                 )
             body = await _read_body(receive)
-            store = self._store()
+            fp = fingerprint("POST", scope["path"], body)
             rkey = record_key(principal, key)
             try:
-                outcome = await store.begin(rkey, fingerprint("POST", scope["path"], body))
+                outcome = await store.begin(rkey, fp)
             except RedisError:
                 log.warning("idempotency store unavailable (Redis)", exc_info=True)
                 raise ServiceUnavailable(
@@ -215,34 +264,43 @@ class IdempotencyMiddleware:
         if isinstance(outcome, StoredResponse):
             await _send_stored(outcome, send)
             return
-        await self._run(scope, _replay(body, receive), send, store, rkey, outcome.token)
+        durable = self._durable()
+        keyed = _Keyed(store, rkey, outcome.token, durable.claim(durable_scope(principal, key), fp))
+        # Redis had nothing: the key may still be known to Postgres (Redis lost it).
+        try:
+            record = await durable.find(keyed.claim.scope)
+        except SQLAlchemyError:
+            log.warning("idempotency records unavailable (Postgres)", exc_info=True)
+            unavailable = ServiceUnavailable(
+                "Idempotency keys cannot be checked right now; retry shortly.", retry_after=1
+            )
+            await self._give_up(keyed, unavailable, scope, receive, send)
+            return
+        if record is not None:
+            await self._answer_recorded(keyed, record, scope, receive, send)
+            return
+        scope["state"][CLAIM_STATE] = keyed.claim
+        await self._run(scope, _replay(body, receive), send, keyed, durable)
 
     async def _run(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        store: IdempotencyStore,
-        rkey: str,
-        token: str,
+        self, scope: Scope, receive: Receive, send: Send, keyed: _Keyed, durable: DurableStore
     ) -> None:
         messages: list[Message] = []
 
         async def buffer(message: Message) -> None:
             messages.append(message)
 
-        renewer = asyncio.create_task(self._keep_lock(store, rkey, token))
+        renewer = asyncio.create_task(self._keep_lock(keyed.store, keyed.rkey, keyed.token))
+        handed: OpenTransaction | None = None
         try:
-            await self.app(scope, receive, buffer)
-        except BaseException:
-            renewer.cancel()
-            with contextlib.suppress(RedisError):
-                await store.release(rkey, token)
-            raise
-        renewer.cancel()
-        start = next((m for m in messages if m["type"] == "http.response.start"), None)
-        status = int(start["status"]) if start else 500
-        try:
+            try:
+                await self.app(scope, receive, buffer)
+            finally:
+                renewer.cancel()
+                handed, keyed.claim.handed_over = keyed.claim.handed_over, None
+            start = next((m for m in messages if m["type"] == "http.response.start"), None)
+            status = int(start["status"]) if start else 500
+            stored: StoredResponse | None = None
             if 200 <= status < 300 and start is not None:
                 body = b"".join(
                     m.get("body", b"") for m in messages if m["type"] == "http.response.body"
@@ -250,16 +308,91 @@ class IdempotencyMiddleware:
                 ctype = Headers(raw=start.get("headers", [])).get(
                     "content-type", "application/json"
                 )
-                if not await store.complete(rkey, token, StoredResponse(status, ctype, body)):
-                    log.error("idempotency lock was lost before the response was stored")
+                redact_fields = scope["state"].get(REDACT_STATE)
+                if redact_fields:
+                    body = redact(body, tuple(redact_fields))
+                stored = StoredResponse(status, ctype, body)
+            if handed is not None:
+                conn = await handed.connection()
+                if stored is not None:
+                    await keyed.claim.complete(
+                        conn, stored.status, stored.content_type, stored.body
+                    )
+                else:
+                    await keyed.claim.drop(conn)
+                done, handed = handed, None
+                await done.finish(None)  # the work and its record commit together
+            elif stored is not None and not keyed.claim.claimed:
+                await self._store_after(durable, keyed, stored)
+        except StoredReplay as replay:
+            await self._rollback(handed)
+            if replay.record is None:
+                await self._give_up(keyed, _in_progress(), scope, receive, send)
             else:
-                await store.release(rkey, token)
-        except RedisError:
-            # Committed, but unrecorded: a retry after Redis returns could run again. Loud,
-            # because it is the one window this design leaves open.
-            log.error("could not record an idempotent response (Redis)", exc_info=True)
+                await self._answer_recorded(keyed, replay.record, scope, receive, send)
+            return
+        except BaseException as exc:
+            await self._rollback(handed, exc)
+            with contextlib.suppress(RedisError):
+                await keyed.store.release(keyed.rkey, keyed.token)
+            if isinstance(exc, SQLAlchemyError):
+                log.error("could not commit an idempotent request", exc_info=True)
+                error = InternalError("An unexpected error occurred; nothing was committed.")
+                await error_response(error, self._doc_base_url)(scope, receive, send)
+                return
+            raise
+        await self._finish_redis(keyed, stored)
         for message in messages:
             await send(message)
+
+    async def _store_after(
+        self, durable: DurableStore, keyed: _Keyed, stored: StoredResponse
+    ) -> None:
+        try:
+            await durable.store(
+                keyed.claim.scope,
+                keyed.claim.fingerprint,
+                stored.status,
+                stored.content_type,
+                stored.body,
+            )
+        except SQLAlchemyError:
+            # Only routes idempotent by their own state get here: a retry is safe anyway.
+            log.warning("could not record an idempotent response (Postgres)", exc_info=True)
+
+    async def _finish_redis(self, keyed: _Keyed, stored: StoredResponse | None) -> None:
+        try:
+            if stored is not None:
+                if not await keyed.store.complete(keyed.rkey, keyed.token, stored):
+                    log.warning("idempotency lock was lost before the response was stored")
+            else:
+                await keyed.store.release(keyed.rkey, keyed.token)
+        except RedisError:
+            # Committed and recorded in Postgres: a retry finds it there.
+            log.warning("could not record an idempotent response (Redis)", exc_info=True)
+
+    async def _answer_recorded(
+        self, keyed: _Keyed, record: StoredRecord, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer what Postgres holds for the key (and put it back in Redis, the fast path)."""
+        if record.fingerprint != keyed.claim.fingerprint:
+            await self._give_up(keyed, _conflict(), scope, receive, send)
+            return
+        stored = StoredResponse(record.status_code, record.content_type, record.body)
+        await self._finish_redis(keyed, stored)
+        await _send_stored(stored, send)
+
+    async def _give_up(
+        self, keyed: _Keyed, error: ApiError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        with contextlib.suppress(RedisError):
+            await keyed.store.release(keyed.rkey, keyed.token)
+        await error_response(error, self._doc_base_url)(scope, receive, send)
+
+    @staticmethod
+    async def _rollback(handed: OpenTransaction | None, exc: BaseException | None = None) -> None:
+        if handed is not None:
+            await handed.finish(exc or RuntimeError("rolled back"))
 
     async def _keep_lock(self, store: IdempotencyStore, rkey: str, token: str) -> None:
         interval = store.lock_ms / 3000
