@@ -170,6 +170,8 @@ async def seed_merchant(
 
 
 def crypto_body(**overrides: Any) -> dict[str, Any]:
+    """A valid create body; each call has its own ``client_reference_id`` unless one is given
+    (the duplicate-order guard, on by default, answers a repeated one with its session)."""
     body: dict[str, Any] = {
         "pricing_amount": "10.50",
         "pricing_currency": "USDT",
@@ -177,7 +179,7 @@ def crypto_body(**overrides: Any) -> dict[str, Any]:
         "network": "TRON",
         "success_url": "https://acme.example/thanks",
         "cancel_url": "https://acme.example/cart",
-        "client_reference_id": "order-1",
+        "client_reference_id": f"order-{secrets.token_hex(6)}",
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}

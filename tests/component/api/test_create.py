@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.addresses.codec import evm_checksum
 from pago.api.admin import service as admin
-from pago.common.enums import ChainFamily, Mode
+from pago.common.enums import ChainFamily, Mode, Network, Token
 from pago.common.events import SessionSnapshot
+from pago.common.networks import load_registry
 from tests.component.api.support import Merchant, assert_error, crypto_body, derived_address
 
 URL = "/v1/checkout/sessions"
@@ -31,11 +32,58 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+_LIVE_PAIRS = sorted(
+    (network, token)
+    for network, spec in load_registry().networks.items()
+    for token in spec.mode(Mode.LIVE).tokens
+)
+
+
+class TestTestModeOffersEveryLivePair:
+    """A merchant builds in test mode the integration it runs live: every network × token of
+    live mode creates a test session (a placeholder test token where no testnet has one)."""
+
+    @pytest.mark.parametrize(("network", "token"), _LIVE_PAIRS)
+    async def test_a_live_pair_creates_a_test_session(
+        self, client: httpx.AsyncClient, merchant: Merchant, network: Network, token: Token
+    ) -> None:
+        body = crypto_body(network=network.value, currency=token.value, pricing_currency=token)
+        response = await create(client, merchant, body)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert (created["network"], created["currency"], created["livemode"]) == (
+            network.value,
+            token.value,
+            False,
+        )
+        spec = load_registry().token(network, Mode.TEST, token)
+        assert spec is not None
+        assert created["currency_contract"] == spec.contract
+
+    async def test_usdt_on_polygon_is_payable_with_the_test_helper(
+        self, client: httpx.AsyncClient, merchant: Merchant
+    ) -> None:
+        body = crypto_body(network="POLYGON", currency="USDT", pricing_currency="USDT")
+        session = (await create(client, merchant, body)).json()
+        response = await client.post(
+            f"/v1/test_helpers/checkout/sessions/{session['id']}/transfers",
+            json={"amount": session["amount"]},
+            headers=merchant.headers(),
+        )
+        assert response.status_code == 202, response.text
+        event = response.json()
+        assert (event["network"], event["token"], event["contract"]) == (
+            "POLYGON",
+            "USDT",
+            session["currency_contract"],
+        )
+
+
 class TestCreateCrypto:
     async def test_returns_the_full_pending_session(
         self, client: httpx.AsyncClient, merchant: Merchant
     ) -> None:
-        response = await create(client, merchant, crypto_body())
+        response = await create(client, merchant, crypto_body(client_reference_id="order-1"))
         assert response.status_code == 201, response.text
         body = response.json()
         assert set(body) == set(SessionSnapshot.model_fields)
@@ -324,17 +372,6 @@ class TestCreateValidation:
         )
         assert "USDC" in error["message"]
         assert "TRON" in error["message"]
-
-    async def test_a_pair_missing_only_in_test_mode_is_refused_there(
-        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
-    ) -> None:
-        body = crypto_body(network="POLYGON")  # no test-mode USDT on Amoy in the registry
-        assert_error(
-            await create(app_client, shared_merchant, body),
-            400,
-            "parameter_invalid",
-            param="currency",
-        )
 
     @pytest.mark.parametrize(
         ("content", "code"),

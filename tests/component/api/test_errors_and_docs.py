@@ -103,7 +103,17 @@ class TestOpenApi:
         create = paths["/v1/checkout/sessions"]["post"]
         headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
         assert headers == {"Idempotency-Key", "X-Sub-Merchant-Code"}
-        assert set(create["responses"]) == {"201", "400", "401", "409", "413", "429", "500", "503"}
+        assert set(create["responses"]) == {
+            "201",
+            "400",
+            "401",
+            "409",
+            "410",
+            "413",
+            "429",
+            "500",
+            "503",
+        }
         assert "Idempotency-Replayed" in create["responses"]["201"]["headers"]
         for status in ("409", "429", "503"):
             assert "Retry-After" in create["responses"][status]["headers"]

@@ -28,7 +28,7 @@ async def post(
 ) -> httpx.Response:
     return await client.post(
         URL,
-        json=crypto_body() if body is None else body,
+        json=crypto_body(client_reference_id="order-1") if body is None else body,
         headers=merchant.headers(idempotency_key=key, **headers),
     )
 

@@ -51,6 +51,10 @@ class ModeSpec:
     rpc_urls: tuple[str, ...] = ()
     confirmations: int | None = None
     """Overrides the network's depth in this mode (a local devnet may confirm sooner)."""
+    detection_rpc_url: str | None = None
+    """A public RPC endpoint a checkout page may use to watch the chain (the session object's
+    ``detection_rpc_url``); ``None`` when none is configured. Never one of ``rpc_urls`` by
+    default: those may carry provider keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,17 @@ def _contract_key(family: ChainFamily, contract: str) -> str:
     return contract.lower() if family is ChainFamily.EVM else contract
 
 
+def _optional_url(value: Any) -> str | None:
+    """``detection_rpc_url``: absent or ``""`` means none; otherwise an http(s)/ws(s) URL."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(
+        ("http://", "https://", "ws://", "wss://")
+    ):
+        raise ValueError(f"detection_rpc_url must be an http(s) or ws(s) URL, not {value!r}")
+    return value
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -135,6 +150,7 @@ def _parse(raw: Mapping[str, Any], source: str) -> Registry:
                     tokens=tokens,
                     rpc_urls=tuple(mode_body.get("rpc_urls", ())),
                     confirmations=mode_body.get("confirmations"),
+                    detection_rpc_url=_optional_url(mode_body.get("detection_rpc_url")),
                 )
             networks[network] = NetworkSpec(
                 network=network,

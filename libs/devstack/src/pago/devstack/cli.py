@@ -48,6 +48,8 @@ def _chains_override(stack: DevStack) -> str:
             f"chain_id = {node.chain_id}",
             f"confirmations = {EVM_CONFIRMATIONS}",
             f"rpc_urls = [{node.rpc_url!r}]",
+            # The session object offers the local node to a checkout page (detection_rpc_url).
+            f"detection_rpc_url = {node.rpc_url!r}",
         ]
         for symbol, address in node.tokens.items():
             lines += [
@@ -61,6 +63,7 @@ def _chains_override(stack: DevStack) -> str:
             "[networks.SOLANA.test]",
             'name = "Surfpool (make dev)"',
             f"rpc_urls = [{sol.rpc_url!r}]",
+            f"detection_rpc_url = {sol.rpc_url!r}",
         ]
         for symbol, mint in sol.mints.items():
             lines += [

@@ -116,6 +116,14 @@ class RequestInProgress(ApiError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class SessionExpired(ApiError):
+    """The duplicate-order guard found the order's session, and it expired."""
+
+    status_code = 410
+    type = ErrorType.INVALID_REQUEST
+    default_code = "session_expired"
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     type = ErrorType.INVALID_REQUEST
@@ -204,6 +212,8 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
     405: "Method not allowed on this path (`method_not_allowed`).",
     409: "State conflict (`session_not_pending`), or an `Idempotency-Key` reused with another "
     "body (`idempotency_conflict`) or still running (`request_in_progress`, with `Retry-After`).",
+    410: "The session of this `client_reference_id` (same network and currency) expired "
+    "(`session_expired`; the duplicate-order guard): use a new reference for a new session.",
     413: "Request body too large (`request_too_large`).",
     429: "Too many requests for this key or client (`rate_limited`, with `Retry-After`).",
     500: "Unexpected error (`api_error`); nothing was committed.",

@@ -15,6 +15,15 @@ REPLAYED_DOC: dict[str, Any] = {
     }
 }
 
+EXISTING_HEADER = "Pago-Existing-Session"
+EXISTING_DOC: dict[str, Any] = {
+    EXISTING_HEADER: {
+        "description": "`true` when the duplicate-order guard answered the existing session "
+        "of this `client_reference_id` instead of creating one.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
     """``model`` as JSON without FastAPI's second validation pass over the response model."""

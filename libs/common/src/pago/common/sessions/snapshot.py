@@ -139,6 +139,8 @@ def session_template(
         "cancel_url": session["cancel_url"],
         "sub_merchant_code": sub_merchant_code,
         "created_at": _utc(session["created_at"]),
+        # Stored at creation from the chains registry; a row from before it existed has none.
+        "detection_rpc_url": session.get("detection_rpc_url"),
     }
     return SessionTemplate(fields, decimals)
 

@@ -93,6 +93,7 @@ async def _merchant_create(conn: AsyncConnection, a: argparse.Namespace, s: Admi
         expiry_minutes=a.expiry_minutes,
         merchant_id=a.id,
         exist_ok=a.exist_ok,
+        duplicate_order_guard=a.duplicate_order_guard,
     )
     return {"id": merchant_id} if a.json else merchant_id
 
@@ -115,13 +116,22 @@ def _effective(rows: list[Any], s: AdminSettings) -> list[dict[str, Any]]:
             if m.fee_floor is not None
             else f"{_plain(s.default_fee_floor)} (default)",
             "expiry_minutes": m.session_expiry_minutes,
+            "order_guard": "on" if m.duplicate_order_guard else "off",
             "created_at": m.created_at,
         }
         for m in rows
     ]
 
 
-_MERCHANT_COLUMNS = ("id", "name", "fee_rate", "fee_floor", "expiry_minutes", "created_at")
+_MERCHANT_COLUMNS = (
+    "id",
+    "name",
+    "fee_rate",
+    "fee_floor",
+    "expiry_minutes",
+    "order_guard",
+    "created_at",
+)
 
 
 async def _merchant_list(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
@@ -147,6 +157,7 @@ async def _merchant_update(conn: AsyncConnection, a: argparse.Namespace, s: Admi
         fee_rate=_default_or(service.parse_fee_rate)(a.fee_rate),
         fee_floor=_default_or(service.parse_fee_floor)(a.fee_floor),
         expiry_minutes=a.expiry_minutes,
+        duplicate_order_guard=a.duplicate_order_guard,
     )
     rows = _effective([row], s)
     return rows[0] if a.json else _table(rows, _MERCHANT_COLUMNS)
@@ -234,6 +245,12 @@ async def _pool_status(conn: AsyncConnection, a: argparse.Namespace, s: AdminSet
 # --- parser ---------------------------------------------------------------------------------
 
 
+_GUARD_HELP = (
+    "a create repeating a client_reference_id (same sub-merchant, network and currency) "
+    "answers the existing session, or 410 session_expired if it expired"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -268,14 +285,23 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--exist-ok", action="store_true", help="with --id: an existing merchant is fine"
     )
+    create.add_argument(
+        "--duplicate-order-guard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=_GUARD_HELP + " (default: on)",
+    )
     command(merchant, "list", _merchant_list, "list merchants with their effective fees")
-    upd = command(merchant, "update", _merchant_update, "set name, logo, fee rate/floor, expiry")
+    upd = command(merchant, "update", _merchant_update, "set name, logo, fees, expiry, order guard")
     upd.add_argument("merchant", help="merchant id")
     upd.add_argument("--name")
     upd.add_argument("--logo-url", help="'' removes the logo")
     upd.add_argument("--fee-rate", help="fraction of received, or 'default'")
     upd.add_argument("--fee-floor", help="whole tokens, or 'default'")
     upd.add_argument("--expiry-minutes", type=int)
+    upd.add_argument(
+        "--duplicate-order-guard", action=argparse.BooleanOptionalAction, help=_GUARD_HELP
+    )
 
     sub = group("sub-merchant", "sub-merchants (X-Sub-Merchant-Code)")
     screate = command(sub, "create", _sub_create, "create a sub-merchant; prints its id")

@@ -29,6 +29,8 @@ class MerchantRow:
     fee_floor: Decimal | None
     session_expiry_minutes: int
     created_at: datetime
+    duplicate_order_guard: bool
+    """A repeated ``client_reference_id`` answers the existing session (IronixPay's guard)."""
 
 
 async def insert_merchant(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -63,6 +65,7 @@ async def _merchants(conn: AsyncConnection, where: Any) -> list[MerchantRow]:
         merchants.c.fee_floor,
         merchants.c.session_expiry_minutes,
         merchants.c.created_at,
+        merchants.c.duplicate_order_guard,
     ).order_by(merchants.c.created_at, merchants.c.id)
     if where is not None:
         query = query.where(where)

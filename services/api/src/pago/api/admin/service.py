@@ -108,6 +108,7 @@ async def create_merchant(
     expiry_minutes: int = 30,
     merchant_id: str | None = None,
     exist_ok: bool = False,
+    duplicate_order_guard: bool = True,
 ) -> str:
     """Create a merchant; with ``exist_ok`` an existing ``merchant_id`` is returned unchanged
     (re-runnable seeding)."""
@@ -127,6 +128,7 @@ async def create_merchant(
             "fee_rate": fee_rate,
             "fee_floor": fee_floor,
             "session_expiry_minutes": _expiry(expiry_minutes),
+            "duplicate_order_guard": duplicate_order_guard,
         },
     )
     return merchant_id
@@ -141,6 +143,7 @@ async def update_merchant(
     fee_rate: Any = _UNSET,
     fee_floor: Any = _UNSET,
     expiry_minutes: int | None = None,
+    duplicate_order_guard: bool | None = None,
 ) -> repository.MerchantRow:
     """Change what is given; ``fee_rate=None`` / ``fee_floor=None`` restore the defaults."""
     values: dict[str, Any] = {}
@@ -154,6 +157,8 @@ async def update_merchant(
         values["fee_floor"] = fee_floor
     if expiry_minutes is not None:
         values["session_expiry_minutes"] = _expiry(expiry_minutes)
+    if duplicate_order_guard is not None:
+        values["duplicate_order_guard"] = duplicate_order_guard
     if not values:
         raise AdminError("nothing to change; give at least one option")
     if not await repository.update_merchant(conn, merchant_id, values):

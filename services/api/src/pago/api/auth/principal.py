@@ -13,6 +13,8 @@ class MerchantProfile:
     name: str
     logo_url: str | None
     session_expiry_minutes: int
+    duplicate_order_guard: bool = True
+    """IronixPay's duplicate-order guard (``merchants.duplicate_order_guard``)."""
 
 
 @dataclass(frozen=True, slots=True)

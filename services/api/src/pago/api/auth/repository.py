@@ -20,6 +20,7 @@ class KeyRecord:
     merchant_name: str
     logo_url: str | None
     session_expiry_minutes: int
+    duplicate_order_guard: bool
     sub_merchant_id: str | None
     sub_merchant_code: str | None
     sub_merchant_name: str | None
@@ -36,6 +37,7 @@ _FIND_KEY = (
         merchants.c.name,
         merchants.c.logo_url,
         merchants.c.session_expiry_minutes,
+        merchants.c.duplicate_order_guard,
         sub_merchants.c.id.label("sub_id"),
         sub_merchants.c.code.label("sub_code"),
         sub_merchants.c.name.label("sub_name"),
@@ -70,6 +72,7 @@ async def find_key(
         merchant_name=row.name,
         logo_url=row.logo_url,
         session_expiry_minutes=row.session_expiry_minutes,
+        duplicate_order_guard=row.duplicate_order_guard,
         sub_merchant_id=row.sub_id,
         sub_merchant_code=row.sub_code,
         sub_merchant_name=row.sub_name,

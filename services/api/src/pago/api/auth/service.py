@@ -126,6 +126,7 @@ class Authenticator:
                 name=record.merchant_name,
                 logo_url=record.logo_url,
                 session_expiry_minutes=record.session_expiry_minutes,
+                duplicate_order_guard=record.duplicate_order_guard,
             ),
             sub_merchant=sub_merchant,
         )

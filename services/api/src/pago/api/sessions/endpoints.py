@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, State, Transaction
 from pago.api.errors import error_responses
-from pago.api.responses import REPLAYED_DOC, json_response
+from pago.api.responses import EXISTING_DOC, EXISTING_HEADER, REPLAYED_DOC, json_response
 from pago.api.sessions.schemas import CreateSessionRequest, SessionList
 from pago.api.sessions.service import ListQuery
 from pago.api.validation import SafeStr, UpperCase, UtcDatetime
@@ -44,8 +44,14 @@ NetworkParam = Annotated[Network, UpperCase]
     summary="Create a checkout session",
     operation_id="createCheckoutSession",
     responses={
-        201: {"description": "The new session (status `Pending`).", "headers": REPLAYED_DOC},
-        **error_responses(400, 401, 409, 413, 429, 500, 503),
+        201: {
+            "description": "The new session (status `Pending`) — or, with the merchant's "
+            "duplicate-order guard on (the default), the existing session of this "
+            "`client_reference_id` on the same network and currency (any status but `Expired`; "
+            "`Pago-Existing-Session: true`).",
+            "headers": {**REPLAYED_DOC, **EXISTING_DOC},
+        },
+        **error_responses(400, 401, 409, 410, 413, 429, 500, 503),
     },
 )
 async def create_session(
@@ -56,9 +62,17 @@ async def create_session(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Price the payment, lease a deposit address and open a session for `expires_at`
-    (creation + the merchant's expiry minutes, 30 by default)."""
-    snapshot = await state.sessions.create(conn, principal, body)
-    return json_response(snapshot, 201)
+    (creation + the merchant's expiry minutes, 30 by default).
+
+    Duplicate-order guard (per merchant, on by default): a `client_reference_id` that already
+    has a session of this merchant (or sub-merchant), mode, network and currency answers that
+    session instead — or 410 `session_expired` if it expired. `Idempotency-Key` is checked
+    first."""
+    created = await state.sessions.create(conn, principal, body)
+    response = json_response(created.session, 201)
+    if created.existing:
+        response.headers[EXISTING_HEADER] = "true"
+    return response
 
 
 @router.get(

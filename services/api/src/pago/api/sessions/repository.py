@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common.db.schema import checkout_sessions, merchants, session_transactions, sub_merchants
@@ -56,6 +56,8 @@ class SessionRecord:
     cancel_url: str | None
     expires_at: datetime
     created_at: datetime
+    detection_rpc_url: str | None = None
+    """From the chains registry when the session was created (like ``currency_contract``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,7 @@ async def insert_session(conn: AsyncConnection, record: SessionRecord) -> None:
             "expires_at": record.expires_at,
             "created_at": record.created_at,
             "updated_at": record.created_at,
+            "detection_rpc_url": record.detection_rpc_url,
         },
     )
 
@@ -169,6 +172,7 @@ def _record(row: Any) -> SessionRecord:
         cancel_url=row.cancel_url,
         expires_at=row.expires_at,
         created_at=row.created_at,
+        detection_rpc_url=row.detection_rpc_url,
     )
 
 
@@ -285,6 +289,62 @@ async def sub_merchant_id(conn: AsyncConnection, merchant_id: str, code: str) ->
         sub_merchants.c.merchant_id == merchant_id, sub_merchants.c.code == code
     )
     return (await conn.execute(query)).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReference:
+    """What the duplicate-order guard compares: one owner's reference on a network × token."""
+
+    merchant_id: str
+    mode: str
+    sub_merchant_id: str | None
+    """The owner exactly: ``None`` is the merchant's own sessions, not every sub-merchant's."""
+    network: str
+    currency: str
+    client_reference_id: str
+
+
+ORDER_LOCK_NAMESPACE = 0x6F7264  # "ord": apart from the outbox's shard locks
+_LOCK_ORDER = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))")
+
+
+async def lock_order_reference(conn: AsyncConnection, ref: OrderReference) -> None:
+    """Serialize creates of one reference until this transaction ends (a hash collision only
+    serializes two unrelated references)."""
+    key = "\x1f".join(
+        (
+            ref.merchant_id,
+            ref.mode,
+            ref.sub_merchant_id or "",
+            ref.network,
+            ref.currency,
+            ref.client_reference_id,
+        )
+    )
+    await conn.execute(_LOCK_ORDER, {"ns": ORDER_LOCK_NAMESPACE, "key": key})
+
+
+async def newest_by_reference(conn: AsyncConnection, ref: OrderReference) -> SessionRecord | None:
+    owner = (
+        cs.c.sub_merchant_id.is_(None)
+        if ref.sub_merchant_id is None
+        else cs.c.sub_merchant_id == ref.sub_merchant_id
+    )
+    query = (
+        _select_sessions()
+        .where(
+            cs.c.merchant_id == ref.merchant_id,
+            cs.c.mode == ref.mode,
+            cs.c.client_reference_id == ref.client_reference_id,
+            cs.c.network == ref.network,
+            cs.c.currency == ref.currency,
+            owner,
+        )
+        .order_by(cs.c.created_at.desc(), cs.c.id.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).one_or_none()
+    return None if row is None else _record(row)
 
 
 async def mark_expired(conn: AsyncConnection, session_id: str, now: datetime) -> bool:

@@ -18,10 +18,16 @@ from pago.api import ids
 from pago.api.addresses import service as addresses
 from pago.api.addresses.codec import AddressError, normalize_address
 from pago.api.auth.principal import Principal
-from pago.api.errors import InvalidRequest, InvalidSubMerchantCode, ResourceMissing, StateConflict
+from pago.api.errors import (
+    InvalidRequest,
+    InvalidSubMerchantCode,
+    ResourceMissing,
+    SessionExpired,
+    StateConflict,
+)
 from pago.api.pricing.service import PricingService
 from pago.api.sessions import repository
-from pago.api.sessions.repository import ListFilter, Scope, SessionRecord
+from pago.api.sessions.repository import ListFilter, OrderReference, Scope, SessionRecord
 from pago.api.sessions.schemas import CreateSessionRequest, ListMeta, SessionList
 from pago.api.sessions.snapshot import build_snapshot
 from pago.common.enums import ChainFamily, Network, SessionStatus
@@ -42,6 +48,13 @@ class ListQuery:
     search_text: str | None = None
     include_sub_merchants: bool = False
     sub_merchant_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    session: SessionSnapshot
+    existing: bool = False
+    """The duplicate-order guard answered an earlier session of the same reference."""
 
 
 def _now() -> datetime:
@@ -77,7 +90,9 @@ class SessionService:
 
     async def create(
         self, conn: AsyncConnection, principal: Principal, body: CreateSessionRequest
-    ) -> SessionSnapshot:
+    ) -> Created:
+        """A new session, or — the duplicate-order guard — the one already open for
+        ``client_reference_id``."""
         mode = principal.mode
         token = self._registry.token(body.network, mode, body.currency)
         if token is None:
@@ -85,6 +100,11 @@ class SessionService:
                 f"{body.currency} is not available on {body.network} in {mode} mode.",
                 param="currency",
             )
+        reference = body.client_reference_id
+        if principal.merchant.duplicate_order_guard and reference is not None:
+            existing = await self._existing_order(conn, principal, body, reference)
+            if existing is not None:
+                return Created(existing, existing=True)
         quote = await self._pricing.quote(body.pricing_currency, body.pricing_amount, token)
         family = self._registry.network(body.network).family
         # Microseconds are what Postgres keeps: the response must equal a later read.
@@ -128,6 +148,7 @@ class SessionService:
             cancel_url=body.cancel_url,
             expires_at=expires_at,
             created_at=now,
+            detection_rpc_url=self._registry.network(body.network).mode(mode).detection_rpc_url,
         )
         await repository.insert_session(conn, record)
         snapshot = self.snapshot(record, [])
@@ -157,7 +178,42 @@ class SessionService:
                 ),
             ],
         )
-        return snapshot
+        return Created(snapshot)
+
+    async def _existing_order(
+        self,
+        conn: AsyncConnection,
+        principal: Principal,
+        body: CreateSessionRequest,
+        reference: str,
+    ) -> SessionSnapshot | None:
+        """IronixPay's duplicate-order guard: the newest session of this owner (merchant or
+        sub-merchant), mode, network, token and ``client_reference_id``; 410 when it expired.
+
+        The advisory lock holds until the request commits, so two concurrent creates of one
+        reference run one after the other and the second finds the first's session.
+        """
+        ref = OrderReference(
+            merchant_id=principal.merchant.id,
+            mode=principal.mode.value,
+            sub_merchant_id=principal.sub_merchant.id if principal.sub_merchant else None,
+            network=body.network.value,
+            currency=body.currency.value,
+            client_reference_id=reference,
+        )
+        await repository.lock_order_reference(conn, ref)
+        record = await repository.newest_by_reference(conn, ref)
+        if record is None:
+            return None
+        if record.status is SessionStatus.EXPIRED:
+            raise SessionExpired(
+                f"The session of client_reference_id {reference!r} on "
+                f"{body.network} {body.currency} ({record.id}) has expired; create the new "
+                "session with another client_reference_id.",
+                param="client_reference_id",
+            )
+        transactions = await repository.transactions_of(conn, [record.id])
+        return self.snapshot(record, transactions.get(record.id, []))
 
     async def get(
         self, conn: AsyncConnection, principal: Principal, session_id: str
