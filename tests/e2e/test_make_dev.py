@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
         assert set(body) == {"data", "meta"}
         stack = json.loads((tmp_path / "devstack" / "stack.json").read_text())
         assert stack["evm"]["tokens"].keys() == {"USDT", "USDC"}
+        # The local chains are what a checkout page may watch (detection_rpc_url).
+        chains = tomllib.loads((tmp_path / "devstack" / "chains.toml").read_text())
+        for network in ("ETHEREUM", "SOLANA"):
+            local = chains["networks"][network]["test"]
+            assert local["detection_rpc_url"] == local["rpc_urls"][0]
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

@@ -143,6 +143,7 @@ class TestInProcess:
             "FEE_RATE",
             "FEE_FLOOR",
             "EXPIRY_MINUTES",
+            "ORDER_GUARD",
             "CREATED_AT",
         ]
         self.refused(
@@ -160,6 +161,26 @@ class TestInProcess:
         )
         again = ("merchant", "create", "--name", "x", "--id", "mch_shop", "--exist-ok")
         assert self.ok(capsys, *again) == "mch_shop"  # re-runnable seeding
+
+    def test_duplicate_order_guard_is_on_by_default_and_toggles(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        on = self.ok(capsys, "merchant", "create", "--name", "Guarded")
+        off = self.ok(
+            capsys, "merchant", "create", "--name", "Unguarded", "--no-duplicate-order-guard"
+        )
+
+        def guards() -> dict[str, str]:
+            listed = json.loads(self.ok(capsys, "--json", "merchant", "list"))
+            return {m["id"]: m["order_guard"] for m in listed}
+
+        assert guards() == {on: "on", off: "off"}
+        updated = json.loads(
+            self.ok(capsys, "--json", "merchant", "update", on, "--no-duplicate-order-guard")
+        )
+        assert updated["order_guard"] == "off"
+        self.ok(capsys, "merchant", "update", off, "--duplicate-order-guard")
+        assert guards() == {on: "off", off: "on"}
 
     def test_sub_merchants(self, capsys: pytest.CaptureFixture[str]) -> None:
         merchant = self.ok(capsys, "merchant", "create", "--name", "Market")

@@ -1,6 +1,10 @@
+import hashlib
 from pathlib import Path
 
+import base58
 import pytest
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from pago.common.enums import ChainFamily, Mode, Network, Token
 from pago.common.errors import ConfigError
@@ -45,6 +49,74 @@ class TestDefaults:
         )
         assert spec is not None
         assert spec.symbol is Token.USDT
+
+    def test_test_mode_offers_every_live_network_and_token(self) -> None:
+        registry = load_registry()
+        for network, spec in registry.networks.items():
+            for token, live in spec.mode(Mode.LIVE).tokens.items():
+                test = registry.token(network, Mode.TEST, token)
+                assert test is not None, f"{token} on {network} has no test-mode token"
+                assert test.decimals == live.decimals
+                assert test.contract != live.contract
+
+    @pytest.mark.parametrize(
+        ("network", "placeholder"),
+        [
+            (Network.POLYGON, "0xF36779D81c7536a44BD0627b0Ac1Ca3fAd11B112"),
+            (Network.ARBITRUM, "0xF36779D81c7536a44BD0627b0Ac1Ca3fAd11B112"),
+            (Network.OPTIMISM, "0xF36779D81c7536a44BD0627b0Ac1Ca3fAd11B112"),
+            (Network.BASE, "0xF36779D81c7536a44BD0627b0Ac1Ca3fAd11B112"),
+            (Network.SOLANA, "FbfYAzkrKmAzZnzdaWmm7zTzy84yQhqXV319boE9rqCb"),
+        ],
+    )
+    def test_usdt_without_a_public_testnet_token_is_the_documented_placeholder(
+        self, network: Network, placeholder: str
+    ) -> None:
+        spec = load_registry().token(network, Mode.TEST, Token.USDT)
+        assert spec is not None
+        assert spec.contract == placeholder
+        # It is derived from a fixed label, so anyone can check it holds nothing real.
+        if network is Network.SOLANA:
+            assert base58.b58encode(hashlib.sha256(b"pago:test-usdt").digest()).decode() == (
+                placeholder
+            )
+        else:
+            assert to_checksum_address(keccak(b"pago:test-usdt")[-20:]) == placeholder
+
+    def test_no_detection_rpc_url_by_default(self) -> None:
+        registry = load_registry()
+        for spec in registry.networks.values():
+            for mode_spec in spec.modes.values():
+                assert mode_spec.detection_rpc_url is None
+
+
+class TestDetectionRpcUrl:
+    def test_set_per_network_and_mode(self, tmp_path: Path) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(
+            '[networks.SOLANA.test]\ndetection_rpc_url = "http://127.0.0.1:8899"\n'
+            '[networks.TRON.live]\ndetection_rpc_url = "https://tron.example/rpc"\n'
+        )
+        registry = load_registry(path)
+        assert registry.network(Network.SOLANA).mode(Mode.TEST).detection_rpc_url == (
+            "http://127.0.0.1:8899"
+        )
+        assert registry.network(Network.SOLANA).mode(Mode.LIVE).detection_rpc_url is None
+        assert registry.network(Network.TRON).mode(Mode.LIVE).detection_rpc_url == (
+            "https://tron.example/rpc"
+        )
+
+    @pytest.mark.parametrize("value", ['"ftp://x.example"', '"not a url"', "42"])
+    def test_anything_but_an_http_or_ws_url_is_refused(self, tmp_path: Path, value: str) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(f"[networks.BASE.test]\ndetection_rpc_url = {value}\n")
+        with pytest.raises(ConfigError, match="detection_rpc_url"):
+            load_registry(path)
+
+    def test_empty_means_none(self, tmp_path: Path) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text('[networks.BASE.test]\ndetection_rpc_url = ""\n')
+        assert load_registry(path).network(Network.BASE).mode(Mode.TEST).detection_rpc_url is None
 
 
 class TestOverride:
