@@ -333,6 +333,19 @@ class TestDurable:
         assert [r.headers.get("idempotency-replayed") for r in (a, b)].count("true") == 1
         assert await count_sessions(db) == 1
 
+    async def test_expire_replays_after_redis_lost_the_key(
+        self, client: httpx.AsyncClient, merchant: Merchant, redis: Redis
+    ) -> None:
+        session_id = (await post(client, merchant, "durable-exp-create")).json()["id"]
+        path = f"{URL}/{session_id}/expire"
+        first = await client.post(path, headers=merchant.headers(idempotency_key="durable-exp"))
+        assert first.status_code == 200
+        await redis.flushdb()
+        again = await client.post(path, headers=merchant.headers(idempotency_key="durable-exp"))
+        assert again.status_code == 200, again.text  # not 409 session_not_pending
+        assert again.headers["idempotency-replayed"] == "true"
+        assert again.content == first.content
+
     async def test_the_record_commits_with_the_session_and_only_then(
         self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine
     ) -> None:

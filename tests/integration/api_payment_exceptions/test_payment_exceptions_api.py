@@ -6,10 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.payment_exceptions.service import PaymentExceptionService
 from pago.api.settings import ApiSettings
+from pago.common.db.schema import idempotency_records
 from pago.common.enums import Mode, Network, SessionStatus, Token, TransferStage
 from pago.common.events import SessionResolved
 from pago.matcher.domain import AmlVerdict
@@ -276,3 +279,31 @@ class TestResolve:
             assert_error(
                 response, 400, "parameter_invalid" if body else "parameter_missing", param=param
             )
+
+
+class TestResolveIdempotency:
+    async def test_a_keyed_resolution_replays_from_postgres_after_redis_lost_it(
+        self,
+        db: AsyncEngine,
+        api: Api,
+        merchant: Merchant,
+        resolution_worker: Worker,
+        redis: Redis,
+    ) -> None:
+        # Resolve commits in its own short transactions (idempotent by the case's state), so
+        # its record is written right after the answer; a retry still replays it.
+        case = await only_case(api, merchant, await late_payment(db, merchant))
+        path = f"/v1/payment_exceptions/{case['id']}/resolve"
+        headers = merchant.headers(idempotency_key="resolve-1")
+        async with resolution_worker():
+            first = await api.client.post(path, json={"action": "dismiss"}, headers=headers)
+        assert first.status_code == 200, first.text
+        await redis.flushdb()
+        again = await api.client.post(path, json={"action": "dismiss"}, headers=headers)
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.content == first.content
+        other = await api.client.post(path, json={"action": "accept"}, headers=headers)
+        assert_error(other, 409, "idempotency_conflict")
+        async with db.connect() as conn:
+            keys = (await conn.execute(select(idempotency_records.c.key))).scalars().all()
+        assert keys == ["resolve-1"]
