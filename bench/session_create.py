@@ -16,6 +16,7 @@ validation, pricing, derivation and serialization (target ≥ 0.40).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import signal
@@ -193,9 +194,13 @@ async def _api(servers: Servers, key: str) -> dict[str, Any]:
     try:
         connector = aiohttp.TCPConnector(limit=CLIENTS, limit_per_host=CLIENTS)
         async with aiohttp.ClientSession(connector=connector) as http:
+            orders = itertools.count()
 
             async def create() -> bool:
-                async with http.post(url, json=BODY, headers=headers) as response:
+                # A fresh reference each time: the duplicate-order guard (on by default) would
+                # answer a repeated one with its session instead of creating one.
+                body = {**BODY, "client_reference_id": f"bench-{next(orders)}"}
+                async with http.post(url, json=body, headers=headers) as response:
                     await response.read()
                     return response.status == 201
 
