@@ -171,7 +171,7 @@ class SessionMachine(RuleBasedStateMachine):
     def tick(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
         before = self.state
-        decision = expire(before, self.now)
+        decision = expire(before, self.now, chain_time=self.now + timedelta(seconds=1))
         if decision is None:
             assert before.status.is_terminal or before.expires_at > self.now
             return
@@ -179,7 +179,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert before.expires_at <= self.now
         assert decision.state.status is SessionStatus.EXPIRED
         self.check_decision(before, decision)
-        assert expire(decision.state, self.now) is None
+        assert expire(decision.state, self.now, chain_time=self.now) is None
         self.state = decision.state
 
     # Not a @precondition: a rule disabled in most states makes Hypothesis abort whole runs
