@@ -93,14 +93,16 @@ class TestMinCredit:
     def test_per_network_and_per_token_overrides(self, tmp_path: Path) -> None:
         path = tmp_path / "chains.toml"
         path.write_text(
-            "[networks.TRON]\nmin_credit = \"0.5\"\n"
-            "[networks.ETHEREUM.live.tokens.USDC]\nmin_credit = \"1.25\"\n"
+            '[networks.TRON]\nmin_credit = "0.5"\n'
+            '[networks.ETHEREUM.live.tokens.USDC]\nmin_credit = "1.25"\n'
         )
         registry = load_registry(path)
         tron = registry.token(Network.TRON, Mode.LIVE, Token.USDT)
         usdc = registry.token(Network.ETHEREUM, Mode.LIVE, Token.USDC)
         usdt = registry.token(Network.ETHEREUM, Mode.LIVE, Token.USDT)
-        assert tron is not None and usdc is not None and usdt is not None
+        assert tron is not None
+        assert usdc is not None
+        assert usdt is not None
         assert (tron.min_credit_units, usdc.min_credit_units) == (500_000, 1_250_000)
         assert usdt.min_credit_units == 10_000
 

@@ -86,9 +86,7 @@ def apply(
     verdict: AmlVerdict | None = None,
     now: datetime = T0,
 ) -> Decision:
-    return apply_observation(
-        state, o, verdict or AmlVerdict.clear(), now, POLICY, min_credit=MIN
-    )
+    return apply_observation(state, o, verdict or AmlVerdict.clear(), now, POLICY, min_credit=MIN)
 
 
 class TestBelowMinCredit:
