@@ -272,6 +272,8 @@ class TransferMatcher:
             outcome.counts[(stage, "applied")] += 1
         await book.flush(conn)
         # One row per identity in a statement (ON CONFLICT cannot touch a row twice).
-        unique = {(r.network, r.tx_hash, r.log_index): r for r in reversed(ignored)}
+        unique: dict[repository.TransferId, repository.IgnoredWrite] = {}
+        for row in ignored:
+            unique.setdefault((row.network, row.tx_hash, row.log_index), row)
         outcome.ignored = await repository.insert_ignored(conn, list(unique.values()))
         return outcome
