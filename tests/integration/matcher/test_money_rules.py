@@ -5,6 +5,7 @@ still credits, and a reverted credit is published as ``session.payment_reverted`
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,10 +21,13 @@ from pago.common.events import (
     SessionPaymentReverted,
     SessionUpdated,
 )
+from pago.common.networks import load_registry
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from pago.matcher import jobs
 from pago.matcher.app import MatcherApp
+from pago.matcher.domain import AmlVerdict
+from pago.matcher.service import TransferMatcher, sender
 from tests.integration.matcher.conftest import (
     TRANSFER_PARTITIONS,
     eventually,
@@ -174,6 +178,28 @@ class TestMinimumCredit:
         assert row["from_address"] == SANCTIONED_EVM
         events = await published(kafka, session.id, lambda evs: len(evs) >= 1)
         assert kinds(events) == [("session.updated", "Paid")]
+
+    async def test_the_registry_sets_the_minimum_per_network_and_token(
+        self, db: AsyncEngine, tmp_path: Path
+    ) -> None:
+        chains = tmp_path / "chains.toml"
+        chains.write_text('[networks.ETHEREUM.test.tokens.USDT]\nmin_credit = "1"\n')
+        matcher = TransferMatcher(checkout_base_url=BASE_URL, registry=load_registry(chains))
+        session = await new_session(db)
+        half = transfer(session, USDT // 2, sender=SANCTIONED_EVM)
+        one = transfer(session, USDT)
+
+        assert matcher.senders_to_screen([half, one]) == [sender(one)]
+        async with db.begin() as conn:
+            outcome = await matcher.apply(
+                conn, [half, one], {sender(one): AmlVerdict.clear()}, datetime.now(UTC)
+            )
+        outcome.committed()
+
+        row = await session_row(db, session.id)
+        assert (row["status"], row["amount_received"]) == ("Underpaid", USDT)
+        assert [r["amount_raw"] for r in await ignored_rows(db, session.id)] == [USDT // 2]
+        assert outcome.ignored == [("ETHEREUM", "below_min_credit")]
 
 
 class TestProgressMarkers:

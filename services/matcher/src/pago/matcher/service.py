@@ -117,11 +117,9 @@ class TransferMatcher:
     def min_credit(self, transfer: TransferObserved) -> int:
         """The minimum credit of the transfer's token in base units: the registry's entry for
         its network × mode × token, else the default 0.01 token in the transfer's decimals."""
-        spec = (
-            self._registry.token(transfer.network, transfer.mode, transfer.token)
-            if (self._registry is not None)
-            else None
-        )
+        spec = None
+        if self._registry is not None:
+            spec = self._registry.token(transfer.network, transfer.mode, transfer.token)
         if spec is not None and spec.decimals == transfer.decimals:
             return spec.min_credit_units
         return min_credit_units(DEFAULT_MIN_CREDIT, transfer.decimals)
