@@ -48,6 +48,8 @@ USDT = 10**6
 EXPECTED = 10 * USDT
 POLICY = Policy.defaults(6)
 TOLERANCE = POLICY.underpayment_tolerance
+MIN_CREDIT = USDT // 100
+"""The default minimum credit (0.01 token): below it a transfer is dust."""
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 KEYS = (
     TransferKey("0xa", 0),
@@ -60,6 +62,8 @@ amounts = st.one_of(
     st.sampled_from(
         [
             0,
+            1,
+            MIN_CREDIT - 1,
             TOLERANCE,
             EXPECTED // 2,
             EXPECTED - TOLERANCE - 1,
@@ -130,8 +134,14 @@ class SessionMachine(RuleBasedStateMachine):
             confirmations=confirmations,
         )
         before = self.state
-        decision = apply_observation(before, observation, verdict, self.now, POLICY)
+        decision = apply_observation(
+            before, observation, verdict, self.now, POLICY, min_credit=MIN_CREDIT
+        )
         self.check_decision(before, decision)
+        if amount < MIN_CREDIT and before.tx(key) is None:
+            # Dust never moves anything, whatever the stage or the verdict.
+            assert decision.state == before
+            assert not decision.changed
 
         was = before.tx(key)
         now_tx = decision.state.tx(key)
@@ -155,7 +165,9 @@ class SessionMachine(RuleBasedStateMachine):
         }
         # At-least-once delivery: the same message again must write nothing new. Only a failed
         # screening is worth recording again (the adapter upserts it).
-        again = apply_observation(decision.state, observation, verdict, self.now, POLICY)
+        again = apply_observation(
+            decision.state, observation, verdict, self.now, POLICY, min_credit=MIN_CREDIT
+        )
         assert again.state == decision.state
         assert again.tx is None
         assert again.events == ()
