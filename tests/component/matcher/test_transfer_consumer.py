@@ -19,7 +19,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.common.enums import SessionStatus, TransactionStatus, TransferStage
-from pago.common.events import SessionPaymentDetected, SessionUpdated, TransferObserved
+from pago.common.events import (
+    ChainScanned,
+    SessionPaymentDetected,
+    SessionUpdated,
+    TransferObserved,
+)
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.matcher.aml.screener import Sender
 from pago.matcher.consumer import TransferBatchHandler, build_broker
@@ -77,8 +82,10 @@ class CrashingMatcher(TransferMatcher):
         transfers: Sequence[TransferObserved],
         verdicts: Mapping[Sender, AmlVerdict],
         now: datetime,
+        *,
+        markers: Sequence[ChainScanned] = (),
     ) -> BatchOutcome:
-        outcome = await super().apply(conn, transfers, verdicts, now)
+        outcome = await super().apply(conn, transfers, verdicts, now, markers=markers)
         if self.crashes:
             self.crashes -= 1
             raise RuntimeError("the process died before COMMIT")

@@ -9,7 +9,7 @@ import pytest
 from pago.common.enums import SessionStatus as S
 from pago.common.enums import WebhookEventType as W
 from pago.notifier.webhooks import session_payload, webhook_event_type
-from tests.integration.notifier.support import created, detected, resolved, updated
+from tests.integration.notifier.support import created, detected, resolved, reverted, updated
 
 MERCHANT = "mer_1"
 
@@ -41,6 +41,15 @@ def test_other_events() -> None:
     assert webhook_event_type(created(MERCHANT)) is None
     assert webhook_event_type(detected(MERCHANT)) == W.SESSION_PAYMENT_DETECTED
     assert webhook_event_type(resolved(MERCHANT)) == W.SESSION_RESOLVED
+    assert webhook_event_type(reverted(MERCHANT)) == W.SESSION_PAYMENT_REVERTED
+
+
+def test_a_reverted_payment_carries_the_session_object() -> None:
+    event = reverted(MERCHANT)
+    parsed = json.loads(session_payload(event, W.SESSION_PAYMENT_REVERTED))
+    assert parsed["event_type"] == "session.payment_reverted"
+    assert parsed["id"] == event.event_id
+    assert parsed["data"] == {"object": "checkout_session", **event.session.model_dump(mode="json")}
 
 
 def test_payload_is_the_ironixpay_envelope_around_the_session_object() -> None:

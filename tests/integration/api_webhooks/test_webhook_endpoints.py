@@ -82,6 +82,19 @@ class TestCreate:
         )
         assert created["enabled_events"] == ["session.underpaid", "session.payment_detected"]
 
+    async def test_payment_reverted_is_opt_in(
+        self, client: httpx.AsyncClient, merchant: Merchant
+    ) -> None:
+        default = await create(client, merchant, "https://shop.example/default")
+        assert "session.payment_reverted" not in default["enabled_events"]
+        opted = await create(
+            client,
+            merchant,
+            "https://shop.example/reorgs",
+            enabled_events=["session.payment_reverted"],
+        )
+        assert opted["enabled_events"] == ["session.payment_reverted"]
+
     @pytest.mark.parametrize(
         "events", [[], ["session.created"], ["payout.completed"], "session.completed"]
     )

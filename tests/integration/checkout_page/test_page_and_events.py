@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from pago.common.enums import Mode, Network, SessionStatus, TransactionStatus
 from pago.common.events import (
     SessionPaymentDetected,
+    SessionPaymentReverted,
     SessionSnapshot,
     SessionUpdated,
     TransactionSnapshot,
@@ -37,7 +38,7 @@ async def new_session(
 
 
 def event(
-    kind: type[SessionUpdated] | type[SessionPaymentDetected],
+    kind: type[SessionUpdated] | type[SessionPaymentDetected] | type[SessionPaymentReverted],
     snapshot: SessionSnapshot,
     merchant: Merchant,
     **extra: Any,
@@ -185,6 +186,35 @@ class TestEvents:
             assert final["state"]["success_url"] == "https://acme.example/thanks"
             with_end = [f async for f in frames]  # the stream ends after a final state
         assert with_end == []
+
+    async def test_a_reverted_payment_updates_the_open_page(
+        self, replicas: list[str], http: httpx.AsyncClient, merchant: Merchant, redis: Redis
+    ) -> None:
+        session = await new_session(http, replicas[0], merchant, network="TRON")
+        path = f"/v1/checkout/sessions/{session.id}/events"
+        underpaid = session.model_copy(
+            update={"status": SessionStatus.UNDERPAID, "amount_received": "5"}
+        )
+        tx = TransactionSnapshot(
+            tx_hash="ab" * 32,
+            amount="5",
+            network=session.network,
+            status=TransactionStatus.REVERTED,
+            confirmations=0,
+            from_address="TNPeeaaFB7K9cmo4uQpcU32zGK8G1NYqeL",
+            created_at=datetime.now(UTC),
+        )
+        after = underpaid.model_copy(update={"transactions": (tx,)})
+
+        async with sse(http, replicas[0] + path) as frames:
+            assert (await next_state(frames))["state"]["phase"] == "waiting"
+            await LiveFeed(redis).publish(
+                [event(SessionPaymentReverted, after, merchant, tx_hash="ab" * 32, log_index=0)]
+            )
+            update = await next_state(frames)
+        assert update["id"] is not None
+        assert update["state"]["phase"] == "underpaid"  # the credit stands until a human decides
+        assert update["state"]["amount_received"] == "5"
 
     async def test_a_reconnect_without_a_replayable_id_starts_from_postgres(
         self, replicas: list[str], http: httpx.AsyncClient, merchant: Merchant, redis: Redis

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pago.common.events import TransferObserved
+from pago.common.enums import Mode, Network
+from pago.common.events import ChainScanned, TransferObserved
 from pago.common.kafka import create_producer
-from pago.common.topics import CHAIN_TRANSFERS, transfer_key
+from pago.common.topics import CHAIN_TRANSFERS, TOPICS, cursor_key, transfer_key
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
@@ -106,6 +108,46 @@ async def publish(producer: AIOKafkaProducer, *transfers: TransferObserved) -> N
         )
         for t in transfers
     ]
+    await asyncio.gather(*acks)
+
+
+TRANSFER_PARTITIONS = next(t.partitions for t in TOPICS if t.name == CHAIN_TRANSFERS)
+
+
+async def scan(
+    producer: AIOKafkaProducer,
+    block_time: datetime,
+    *,
+    network: Network = Network.ETHEREUM,
+    mode: Mode = Mode.TEST,
+    block_number: int = 1_000,
+    partitions: Iterable[int] | None = None,
+) -> None:
+    """Write ``ChainScanned`` markers as a watcher does after the broker acked every transfer up
+    to ``block_number``: one per partition of chain.transfers (all of them unless
+    ``partitions`` names some), explicit partition, key ``{network}:{mode}``, headers ``v`` and
+    ``event_type``."""
+    acks = []
+    for partition in range(TRANSFER_PARTITIONS) if partitions is None else partitions:
+        marker = ChainScanned(
+            network=network,
+            mode=mode,
+            block_number=block_number,
+            block_hash="0x" + f"{block_number:064x}",
+            block_time=block_time,
+            partition=partition,
+            partitions=TRANSFER_PARTITIONS,
+            scanned_at=datetime.now(UTC),
+        )
+        acks.append(
+            await producer.send(
+                CHAIN_TRANSFERS,
+                marker.to_bytes(),
+                key=cursor_key(network.value, mode.value).encode(),
+                partition=partition,
+                headers=[("v", b"1"), ("event_type", b"ChainScanned")],
+            )
+        )
     await asyncio.gather(*acks)
 
 

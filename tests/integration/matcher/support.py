@@ -146,6 +146,7 @@ def transfer(
     sender: str = CLEAN_EVM,
     to_address: str | None = None,
     confirmations: int = 12,
+    block_time: datetime | None = None,
 ) -> TransferObserved:
     """A transfer paying ``session`` (identity from ``tag``: equal tags are the same transfer)."""
     tag = tag or unique("t")
@@ -165,6 +166,7 @@ def transfer(
         confirmations=confirmations,
         stage=stage,
         observed_at=datetime.now(UTC),
+        block_time=block_time,
     )
 
 

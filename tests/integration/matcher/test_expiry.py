@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pago.common.enums import SessionStatus
-from pago.common.events import SessionUpdated
+from pago.common.enums import Mode, Network, SessionStatus
+from pago.common.events import ChainScanned, SessionUpdated
 from pago.matcher import jobs
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
@@ -24,12 +24,36 @@ from tests.integration.matcher.support import (
 )
 
 PAST = timedelta(minutes=1)
+PARTITIONS = 12
+
+
+async def chain_silent_until(engine: AsyncEngine, block_time: datetime) -> None:
+    """Record, through the consumer's own code path, a watcher's progress round at
+    ``block_time`` on every partition (ETHEREUM test)."""
+    markers = [
+        ChainScanned(
+            network=Network.ETHEREUM,
+            mode=Mode.TEST,
+            block_number=1,
+            block_hash="0x01",
+            block_time=block_time,
+            partition=p,
+            partitions=PARTITIONS,
+            scanned_at=block_time,
+        )
+        for p in range(PARTITIONS)
+    ]
+    async with engine.begin() as conn:
+        await TransferMatcher(checkout_base_url=BASE_URL).apply(
+            conn, [], {}, block_time, markers=markers
+        )
 
 
 async def expire(engine: AsyncEngine, limit: int = 100) -> int:
-    return await jobs.expire_due(
-        engine, now=datetime.now(UTC), limit=limit, checkout_base_url=BASE_URL
-    )
+    """An expiry pass with the chain proven silent up to now: only the clock decides."""
+    now = datetime.now(UTC)
+    await chain_silent_until(engine, now)
+    return await jobs.expire_due(engine, now=now, limit=limit, checkout_base_url=BASE_URL)
 
 
 class TestExpireDue:

@@ -23,7 +23,7 @@ from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent, SessionUp
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from pago.matcher.app import MatcherApp
-from tests.integration.matcher.conftest import eventually, publish
+from tests.integration.matcher.conftest import eventually, publish, scan
 from tests.integration.matcher.goplus import FakeGoPlus
 from tests.integration.matcher.support import (
     SANCTIONED_EVM,
@@ -342,10 +342,12 @@ class TestAml:
 
 class TestScheduler:
     async def test_the_running_matcher_expires_sessions_and_publishes_it(
-        self, db: AsyncEngine, matcher: MatcherApp, kafka: KafkaServer
+        self, db: AsyncEngine, matcher: MatcherApp, producer: AIOKafkaProducer, kafka: KafkaServer
     ) -> None:
         session = await new_session(db, expires_at=datetime.now(UTC) - timedelta(seconds=1))
 
+        # The watcher proves the chain silent past expires_at on every partition.
+        await scan(producer, datetime.now(UTC))
         await settled(db, session.id, status="Expired")
 
         [event] = await published(kafka, session.id, 1)

@@ -31,6 +31,7 @@ from pago.common.events import (
     PricingSnapshot,
     SessionCreated,
     SessionPaymentDetected,
+    SessionPaymentReverted,
     SessionResolved,
     SessionSnapshot,
     SessionUpdated,
@@ -178,6 +179,23 @@ def resolved(merchant_id: str, *, mode: Mode = Mode.TEST) -> SessionResolved:
         exception_kind=ExceptionKind.LATE_PAYMENT,
         tx_hash="cd" * 32,
         log_index=0,
+    )
+
+
+def reverted(
+    merchant_id: str, *, session_id: str | None = None, mode: Mode = Mode.TEST
+) -> SessionPaymentReverted:
+    """A credited transfer of a ``Paid`` session reverted by a deep reorg."""
+    sid = session_id or f"cs_{secrets.token_hex(12)}"
+    return SessionPaymentReverted(
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        session=snapshot(sid, SessionStatus.PAID, mode=mode),
+        tx_hash="ef" * 32,
+        log_index=2,
     )
 
 

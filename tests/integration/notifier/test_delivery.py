@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common import live
-from pago.common.enums import DeliveryStatus, Mode, SessionStatus
+from pago.common.enums import DeliveryStatus, Mode, SessionStatus, WebhookEventType
 from pago.notifier.app import NotifierApp
 from tests.integration.notifier.receiver import Receiver, Reply, verify
 from tests.integration.notifier.support import (
@@ -29,6 +29,7 @@ from tests.integration.notifier.support import (
     mixed_events,
     new_secret,
     publish,
+    reverted,
     seed_endpoint,
     seed_merchant,
     updated,
@@ -112,6 +113,40 @@ class TestFanOut:
         await publish(producer, [old_event, fresh])
         await settle(db, endpoint_id, 1)
         assert [r.event["id"] for r in hooks.at("/late")] == [fresh.event_id]
+
+    async def test_payment_reverted_goes_only_to_endpoints_that_opt_in(
+        self, db: AsyncEngine, hooks: Receiver, producer: AIOKafkaProducer, redis: Redis
+    ) -> None:
+        merchant = await seed_merchant(db)
+        default_id, _ = await seed_endpoint(db, merchant, hooks.url("/default"))
+        opted_id, opted_secret = await seed_endpoint(
+            db,
+            merchant,
+            hooks.url("/reverted"),
+            events=[WebhookEventType.SESSION_PAYMENT_REVERTED, WebhookEventType.SESSION_EXPIRED],
+        )
+        event = reverted(merchant)
+        # A later event of the same session (same key, same partition) proves the first one
+        # was fanned out before it.
+        marker = updated(
+            merchant, SessionStatus.EXPIRED, SessionStatus.PENDING, session_id=event.session_id
+        )
+
+        await publish(producer, [event, marker])
+        await settle(db, default_id, 1)
+        await settle(db, opted_id, 2)
+
+        assert [r.event["event_type"] for r in hooks.at("/default")] == ["session.expired"]
+        got = {e["event_type"]: e for e in (verify(r, opted_secret) for r in hooks.at("/reverted"))}
+        assert sorted(got) == ["session.expired", "session.payment_reverted"]
+        assert got["session.payment_reverted"]["id"] == event.event_id
+        assert got["session.payment_reverted"]["data"]["id"] == event.session_id
+        # The hosted page's live feed gets it too (the SSE readers turn it into a page state).
+        entries = await redis.xrange(live.stream_key(event.session_id)) or []
+        assert [json.loads((f or {})[live.FIELD.encode()])["type"] for _, f in entries] == [
+            "session.payment_reverted",
+            "session.updated",
+        ]
 
 
 class TestRetries:

@@ -149,3 +149,46 @@ class TestOverride:
     def test_missing_file_is_named(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="PAGO_CHAINS_FILE: no such file"):
             load_registry(tmp_path / "absent.toml")
+
+
+class TestMinCredit:
+    def test_default_is_one_hundredth_of_a_token_in_each_tokens_decimals(self) -> None:
+        registry = load_registry()
+        for network, spec in registry.networks.items():
+            for mode in spec.modes:
+                for token in spec.modes[mode].tokens.values():
+                    assert token.min_credit_units == 10 ** (token.decimals - 2), (network, mode)
+        bsc = registry.token(Network.BSC, Mode.LIVE, Token.USDT)
+        assert bsc is not None
+        assert bsc.min_credit_units == 10**16
+
+    def test_per_network_and_per_token_overrides(self, tmp_path: Path) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(
+            '[networks.TRON]\nmin_credit = "0.5"\n'
+            '[networks.ETHEREUM.live.tokens.USDC]\nmin_credit = "1.25"\n'
+        )
+        registry = load_registry(path)
+        tron = registry.token(Network.TRON, Mode.LIVE, Token.USDT)
+        usdc = registry.token(Network.ETHEREUM, Mode.LIVE, Token.USDC)
+        usdt = registry.token(Network.ETHEREUM, Mode.LIVE, Token.USDT)
+        assert tron is not None
+        assert usdc is not None
+        assert usdt is not None
+        assert (tron.min_credit_units, usdc.min_credit_units) == (500_000, 1_250_000)
+        assert usdt.min_credit_units == 10_000
+
+    @pytest.mark.parametrize("value", ['"0"', '"0.0000000001"', "0"])
+    def test_never_below_one_base_unit(self, tmp_path: Path, value: str) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(f"min_credit = {value}\n")
+        token = load_registry(path).token(Network.TRON, Mode.LIVE, Token.USDT)
+        assert token is not None
+        assert token.min_credit_units == 1
+
+    @pytest.mark.parametrize("value", ['"-1"', '"lots"', "true", '"NaN"'])
+    def test_a_bad_minimum_is_named(self, tmp_path: Path, value: str) -> None:
+        path = tmp_path / "chains.toml"
+        path.write_text(f"[networks.TRON]\nmin_credit = {value}\n")
+        with pytest.raises(ConfigError, match="min_credit"):
+            load_registry(path)

@@ -18,8 +18,10 @@ from pago.matcher.domain import (
     AmlVerdict,
     Decision,
     DomainEvent,
+    IgnoredReason,
     Observation,
     PaymentDetected,
+    PaymentReverted,
     Policy,
     ResolutionAction,
     ResolutionError,
@@ -44,6 +46,8 @@ T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 EXPIRES = T0 + timedelta(hours=1)
 CLEAR = AmlVerdict.clear()
 KEY = TransferKey("0xaa", 0)
+SILENT = EXPIRES + timedelta(days=2)
+"""A chain time past every window of these tests: the chain is proven silent."""
 
 
 def session(
@@ -87,8 +91,10 @@ def apply(
     observation: Observation,
     verdict: AmlVerdict = CLEAR,
     now: datetime = T0,
+    *,
+    min_credit: int = 1,
 ) -> Decision:
-    return apply_observation(state, observation, verdict, now, POLICY)
+    return apply_observation(state, observation, verdict, now, POLICY, min_credit=min_credit)
 
 
 def pay(state: SessionState, amount: int, tx_hash: str, now: datetime = T0) -> SessionState:
@@ -248,11 +254,11 @@ class TestCredit:
         decision = apply(session(), obs(), now=EXPIRES + timedelta(minutes=5))
         assert decision.state.status is SessionStatus.PAID
 
-    def test_zero_amount_transfer_is_recorded_and_keeps_pending(self) -> None:
-        decision = apply(session(), obs(amount=0))
-        assert decision.state.status is SessionStatus.PENDING
-        assert decision.tx is not None
-        assert decision.tx.credited
+    def test_zero_amount_transfer_is_ignored_and_keeps_pending(self) -> None:
+        state = session()
+        decision = apply(state, obs(amount=0))
+        assert_noop(decision, state)
+        assert decision.ignored is IgnoredReason.BELOW_MIN_CREDIT
 
     def test_rejects_naive_now(self) -> None:
         with pytest.raises(ValueError, match="timezone"):
@@ -401,7 +407,7 @@ class TestReverted:
         assert decision.tx.status is TransactionStatus.REVERTED
         assert decision.tx.credited
         assert kinds(decision) == [ExceptionKind.REVERTED_CREDIT]
-        assert event_types(decision) == [SessionUpdated]
+        assert event_types(decision) == [PaymentReverted, SessionUpdated]
 
     def test_revert_of_a_credit_raises_once(self) -> None:
         state = apply(session(), obs()).state
@@ -475,26 +481,28 @@ class TestTerminal:
 
 
 class TestExpire:
+    """With the chain proven silent past ``expires_at``: only the clock decides."""
+
     def test_pending_past_expiry_expires(self) -> None:
         state = session()
-        decision = expire(state, EXPIRES + timedelta(seconds=1))
+        decision = expire(state, EXPIRES + timedelta(seconds=1), chain_time=SILENT)
         assert decision is not None
         assert decision.state.status is SessionStatus.EXPIRED
         assert event_types(decision) == [SessionExpired, SessionUpdated]
         assert decision.tx is None
 
     def test_expires_at_the_exact_instant(self) -> None:
-        decision = expire(session(), EXPIRES)
+        decision = expire(session(), EXPIRES, chain_time=SILENT)
         assert decision is not None
         assert decision.state.status is SessionStatus.EXPIRED
 
     def test_before_expiry_does_nothing(self) -> None:
-        assert expire(session(), EXPIRES - timedelta(microseconds=1)) is None
+        assert expire(session(), EXPIRES - timedelta(microseconds=1), chain_time=SILENT) is None
 
     def test_underpaid_expires_with_what_it_received(self) -> None:
         state = pay(session(), 4 * USDT, "0x01")
-        assert expire(state, state.expires_at - timedelta(seconds=1)) is None
-        decision = expire(state, state.expires_at)
+        assert expire(state, state.expires_at - timedelta(seconds=1), chain_time=SILENT) is None
+        decision = expire(state, state.expires_at, chain_time=SILENT)
         assert decision is not None
         assert decision.state.status is SessionStatus.EXPIRED
         assert decision.state.amount_received == 4 * USDT
@@ -513,7 +521,7 @@ class TestExpire:
         ],
     )
     def test_terminal_session_does_not_expire(self, status: SessionStatus) -> None:
-        assert expire(session(status), EXPIRES + timedelta(days=1)) is None
+        assert expire(session(status), EXPIRES + timedelta(days=1), chain_time=SILENT) is None
 
 
 class TestResolveException:

@@ -48,6 +48,8 @@ USDT = 10**6
 EXPECTED = 10 * USDT
 POLICY = Policy.defaults(6)
 TOLERANCE = POLICY.underpayment_tolerance
+MIN_CREDIT = USDT // 100
+"""The default minimum credit (0.01 token): below it a transfer is dust."""
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 KEYS = (
     TransferKey("0xa", 0),
@@ -60,6 +62,8 @@ amounts = st.one_of(
     st.sampled_from(
         [
             0,
+            1,
+            MIN_CREDIT - 1,
             TOLERANCE,
             EXPECTED // 2,
             EXPECTED - TOLERANCE - 1,
@@ -130,8 +134,14 @@ class SessionMachine(RuleBasedStateMachine):
             confirmations=confirmations,
         )
         before = self.state
-        decision = apply_observation(before, observation, verdict, self.now, POLICY)
+        decision = apply_observation(
+            before, observation, verdict, self.now, POLICY, min_credit=MIN_CREDIT
+        )
         self.check_decision(before, decision)
+        if amount < MIN_CREDIT and before.tx(key) is None:
+            # Dust never moves anything, whatever the stage or the verdict.
+            assert decision.state == before
+            assert not decision.changed
 
         was = before.tx(key)
         now_tx = decision.state.tx(key)
@@ -155,7 +165,9 @@ class SessionMachine(RuleBasedStateMachine):
         }
         # At-least-once delivery: the same message again must write nothing new. Only a failed
         # screening is worth recording again (the adapter upserts it).
-        again = apply_observation(decision.state, observation, verdict, self.now, POLICY)
+        again = apply_observation(
+            decision.state, observation, verdict, self.now, POLICY, min_credit=MIN_CREDIT
+        )
         assert again.state == decision.state
         assert again.tx is None
         assert again.events == ()
@@ -171,7 +183,7 @@ class SessionMachine(RuleBasedStateMachine):
     def tick(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
         before = self.state
-        decision = expire(before, self.now)
+        decision = expire(before, self.now, chain_time=self.now + timedelta(seconds=1))
         if decision is None:
             assert before.status.is_terminal or before.expires_at > self.now
             return
@@ -179,7 +191,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert before.expires_at <= self.now
         assert decision.state.status is SessionStatus.EXPIRED
         self.check_decision(before, decision)
-        assert expire(decision.state, self.now) is None
+        assert expire(decision.state, self.now, chain_time=self.now) is None
         self.state = decision.state
 
     # Not a @precondition: a rule disabled in most states makes Hypothesis abort whole runs

@@ -85,6 +85,7 @@ class WebhookEventType(StrEnum):
     SESSION_RESOLVED = "session.resolved"
     SESSION_UNDERPAID = "session.underpaid"
     SESSION_PAYMENT_DETECTED = "session.payment_detected"
+    SESSION_PAYMENT_REVERTED = "session.payment_reverted"
 
 
 class DeliveryStatus(StrEnum):

@@ -10,12 +10,17 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pago.common.enums import ChainFamily, Mode, Network, Token
 from pago.common.errors import ConfigError
+from pago.common.money import ceil_units
+
+DEFAULT_MIN_CREDIT = Decimal("0.01")
+"""Smallest transfer (in whole tokens) that may move a session: anything below is dust."""
 
 EVM_NETWORKS = frozenset(
     {
@@ -29,16 +34,32 @@ EVM_NETWORKS = frozenset(
 )
 
 
+def min_credit_units(min_credit: Decimal, decimals: int) -> int:
+    """``min_credit`` whole tokens in base units, rounded up, and never below 1 base unit (so a
+    zero-value transfer is always below the minimum, whatever the configuration)."""
+    return max(1, ceil_units(min_credit, decimals))
+
+
 @dataclass(frozen=True, slots=True)
 class TokenSpec:
     symbol: Token
     contract: str
     decimals: int
+    min_credit: int | None = None
+    """Smallest transfer in base units that credits or moves a session (``min_credit`` in the
+    chains file, whole tokens); ``None`` means the default, 0.01 token."""
 
     @property
     def one(self) -> int:
         """One whole token in base units."""
         return int(10**self.decimals)
+
+    @property
+    def min_credit_units(self) -> int:
+        """The minimum credit in base units (at least 1)."""
+        if self.min_credit is None:
+            return min_credit_units(DEFAULT_MIN_CREDIT, self.decimals)
+        return max(1, self.min_credit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +146,34 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _min_credit(value: object, decimals: int) -> int:
+    """A ``min_credit`` entry (whole tokens, a decimal string or a number) in base units."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"min_credit must be a decimal string, not {value!r}")
+    try:
+        # str() first: a TOML float 0.01 must mean the decimal 0.01, not its binary neighbour.
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"min_credit {value!r} is not a decimal number") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"min_credit {value!r} must be a finite amount >= 0")
+    return min_credit_units(amount, decimals)
+
+
+def _token(sym: str, body: Mapping[str, Any], default_min_credit: object) -> TokenSpec:
+    decimals = int(body["decimals"])
+    return TokenSpec(
+        Token(sym),
+        str(body["contract"]),
+        decimals,
+        _min_credit(body.get("min_credit", default_min_credit), decimals),
+    )
+
+
 def _parse(raw: Mapping[str, Any], source: str) -> Registry:
     networks: dict[Network, NetworkSpec] = {}
+    # min_credit may be set for every token (top level), per network, or per token (and mode).
+    root_min_credit = raw.get("min_credit", str(DEFAULT_MIN_CREDIT))
     for name, body in raw.get("networks", {}).items():
         try:
             network = Network(name)
@@ -140,8 +187,9 @@ def _parse(raw: Mapping[str, Any], source: str) -> Registry:
                 mode_body = body.get(mode.value)
                 if mode_body is None:
                     continue
+                network_min_credit = body.get("min_credit", root_min_credit)
                 tokens = {
-                    Token(sym): TokenSpec(Token(sym), str(t["contract"]), int(t["decimals"]))
+                    Token(sym): _token(sym, t, network_min_credit)
                     for sym, t in mode_body.get("tokens", {}).items()
                 }
                 modes[mode] = ModeSpec(

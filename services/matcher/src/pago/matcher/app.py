@@ -140,6 +140,7 @@ class MatcherApp:
             now=self._clock(),
             limit=self.settings.expiry_batch_size,
             checkout_base_url=self.settings.checkout_base_url,
+            grace=self.settings.expiry_grace,
         )
 
     async def _resolve(self) -> int:
@@ -214,7 +215,9 @@ def create_app(
     redis = create_redis(settings.redis_url)
     http = httpx.AsyncClient(timeout=settings.aml_provider_timeout)
     screener = screener or build_screener(settings, redis, http)
-    matcher = TransferMatcher(checkout_base_url=settings.checkout_base_url)
+    matcher = TransferMatcher(
+        checkout_base_url=settings.checkout_base_url, registry=settings.registry
+    )
     handler = TransferBatchHandler(
         engine,
         screener,

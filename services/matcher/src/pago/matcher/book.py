@@ -96,6 +96,7 @@ def tx_record(row: Mapping[Any, Any]) -> TxRecord:
         credited=bool(row["credited"]),
         confirmations=int(row["confirmations"]),
         aml_flags=tuple(row["aml_flags"] or ()),
+        block_time=row.get("block_time"),
     )
 
 
@@ -124,6 +125,7 @@ def session_state(
         fee_amount=int(row["fee_amount"]),
         net_amount=int(row["net_amount"]),
         transactions=tuple(tx_record(t) for t in transactions),
+        timed_out=bool(row.get("timed_out", False)),
     )
 
 
@@ -303,7 +305,12 @@ class SessionBook:
 
     def _message(self, pending: _PendingEvent) -> OutboxMessage | None:
         session, version, state = pending.session, pending.version, pending.state
-        wire: events.SessionUpdated | events.SessionPaymentDetected | events.SessionResolved
+        wire: (
+            events.SessionUpdated
+            | events.SessionPaymentDetected
+            | events.SessionPaymentReverted
+            | events.SessionResolved
+        )
         match pending.event:
             case domain.SessionUpdated(state=after, previous_status=previous):
                 wire = events.SessionUpdated(
@@ -315,6 +322,13 @@ class SessionBook:
                 wire = events.SessionPaymentDetected(
                     event_id=event_id(session.id, version, "session.payment_detected"),
                     tx_hash=tx.tx_hash,
+                    **self._envelope(session, state),
+                )
+            case domain.PaymentReverted(tx=tx):
+                wire = events.SessionPaymentReverted(
+                    event_id=event_id(session.id, version, "session.payment_reverted"),
+                    tx_hash=tx.tx_hash,
+                    log_index=tx.log_index,
                     **self._envelope(session, state),
                 )
             case domain.SessionResolved(kind=kind, tx_hash=tx_hash, log_index=log_index):
@@ -399,6 +413,7 @@ class SessionBook:
                         credited=tx.credited,
                         confirmations=tx.confirmations,
                         aml_flags=tx.aml_flags,
+                        block_time=tx.block_time,
                     )
                 )
             if session.dirty:
@@ -413,6 +428,7 @@ class SessionBook:
                         net_amount=state.net_amount,
                         expires_at=state.expires_at,
                         version=session.version,
+                        timed_out=state.timed_out,
                     )
                 )
         # The rows go to Postgres while this process turns the events into outbox messages

@@ -38,11 +38,11 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pago.common.events import TransferObserved
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.matcher import metrics
 from pago.matcher.aml.screener import Screener
-from pago.matcher.service import TransferMatcher, senders_to_screen
+from pago.matcher.records import ChainRecord, decode, event_type, split
+from pago.matcher.service import TransferMatcher
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,24 @@ class TransferBatchHandler:
             log.critical("could not rewind a failed batch; stopping", exc_info=True)
             self.on_halt()
 
-    def _parse(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[TransferObserved]:
-        transfers = []
+    def _parse(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[ChainRecord]:
+        transfers: list[ChainRecord] = []
         for record in records:
             try:
-                transfers.append(TransferObserved.model_validate_json(record.value or b""))
+                decoded = decode(record)
+                if decoded is None:
+                    metrics.INVALID_TRANSFERS.labels("unknown_event_type").inc()
+                    log.error(
+                        "skipping a chain.transfers record of an unknown event_type",
+                        extra={
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "event_type": event_type(record),
+                        },
+                    )
+                    continue
+                transfers.append(decoded)
             except ValidationError as exc:
                 # A record that is not a TransferObserved can never become a payment; holding
                 # the partition for it would stall every payment behind it. It stays in the
@@ -216,10 +229,12 @@ class TransferBatchHandler:
         batch = list(records)
         try:
             await self._top_up(batch, port)
-            transfers = self._parse(batch)
-            verdicts = await self._screener.screen_many(senders_to_screen(transfers))
+            transfers, markers = split(self._parse(batch))
+            verdicts = await self._screener.screen_many(self._matcher.senders_to_screen(transfers))
             async with self._engine.begin() as conn:
-                outcome = await self._matcher.apply(conn, transfers, verdicts, self._clock())
+                outcome = await self._matcher.apply(
+                    conn, transfers, verdicts, self._clock(), markers=markers
+                )
         except Exception:
             metrics.BATCH_FAILURES.inc()
             log.exception(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,32 +26,70 @@ from pago.matcher.service import TransferMatcher, sender
 log = logging.getLogger(__name__)
 
 
+async def chain_times(conn: AsyncConnection) -> dict[tuple[str, str], datetime]:
+    """Per ``(network, mode)``, the block time up to which every partition's transfers are
+    consumed (only those whose every partition has a progress marker)."""
+    by_chain: dict[tuple[str, str], list[domain.PartitionProgress]] = defaultdict(list)
+    for row in await repository.chain_progress(conn):
+        by_chain[(row["network"], row["mode"])].append(
+            domain.PartitionProgress(
+                partition=int(row["partition"]),
+                partitions=int(row["partitions"]),
+                block_time=row["block_time"],
+            )
+        )
+    times = {key: domain.chain_time(progress) for key, progress in by_chain.items()}
+    return {key: t for key, t in times.items() if t is not None}
+
+
 async def expire_due(
-    engine: AsyncEngine, *, now: datetime, limit: int, checkout_base_url: str
+    engine: AsyncEngine,
+    *,
+    now: datetime,
+    limit: int,
+    checkout_base_url: str,
+    grace: timedelta = domain.DEFAULT_EXPIRY_GRACE,
 ) -> int:
-    """Expire up to ``limit`` payable sessions past ``expires_at``; return how many expired.
+    """Expire up to ``limit`` sessions the domain's ``expiry_due`` lets go; return how many.
+
+    A session past ``expires_at`` expires only once the chain is proven silent for it (every
+    partition's progress marker of its network × mode is past ``expires_at`` and no payment seen
+    before ``expires_at`` is still in flight), or ``grace`` after ``expires_at`` regardless.
 
     Compare-and-set against a concurrent payment: the sessions are taken with ``FOR UPDATE
     SKIP LOCKED`` (one the consumer holds is skipped, so its payment wins), re-read under the
     lock, decided by the domain's ``expire`` and written only if their version did not move.
     """
     async with engine.begin() as conn:
-        rows = await repository.lock_expiring_sessions(conn, now, limit)
+        times = await chain_times(conn)
+        rows = await repository.lock_expiring_sessions(
+            conn, now, limit, grace=grace, chain_times=times
+        )
         if not rows:
             return 0
         book = await SessionBook.open(
             conn, rows, now=now, checkout_base_url=checkout_base_url, source="expiry"
         )
-        expired = 0
+        lags: list[tuple[str, str, float]] = []
         for session in book.sessions.values():
-            decision = domain.expire(session.state, now)
+            before = session.state
+            chain = times.get((session.network.value, session.mode.value))
+            decision = domain.expire(before, now, chain_time=chain, grace=grace)
             if decision is not None:
                 book.apply(session, decision)
-                expired += 1
+                lags.append(
+                    (
+                        session.network.value,
+                        session.mode.value,
+                        (now - before.expires_at).total_seconds(),
+                    )
+                )
         await book.flush(conn)
     book.committed()
-    metrics.SESSIONS_EXPIRED.inc(expired)
-    return expired
+    metrics.SESSIONS_EXPIRED.inc(len(lags))
+    for network, mode, lag in lags:
+        metrics.EXPIRY_LAG.labels(network, mode).observe(lag)
+    return len(lags)
 
 
 async def apply_requested_resolutions(
@@ -147,6 +186,7 @@ async def rescreen_held(
             confirmations=int(r["confirmations"]),
             stage=TransferStage.CONFIRMED,
             observed_at=now,
+            block_time=r["block_time"],
         )
         for r in rows
     ]

@@ -46,6 +46,18 @@ COMMIT_FAILURES = Counter(
 SESSIONS_EXPIRED = Counter(
     "pago_matcher_sessions_expired_total", "Sessions expired by the scheduler"
 )
+EXPIRY_LAG = Histogram(
+    "pago_matcher_expiry_lag_seconds",
+    "now - expires_at when a session expired: how long proving the chain silent took",
+    ["network", "mode"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+)
+IGNORED_TRANSFERS = Counter(
+    "pago_matcher_ignored_transfers_total",
+    "Transfers recorded for audit only and kept out of every session (dust below the minimum "
+    "credit, zero-value transferFrom griefing)",
+    ["network", "reason"],
+)
 RESOLUTIONS = Counter(
     "pago_matcher_resolutions_total", "Resolution requests applied", ["action", "result"]
 )

@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping, text
@@ -113,27 +113,194 @@ async def lock_sessions(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     return {row["id"]: row for row in result.mappings()}
 
 
+_LOCK_EXPIRING = text(
+    """
+    SELECT s.* FROM checkout_sessions AS s
+    LEFT JOIN unnest(
+        CAST(:networks AS text[]), CAST(:modes AS text[]), CAST(:times AS timestamptz[])
+    ) AS c(network, mode, chain_time) ON c.network = s.network AND c.mode = s.mode
+    WHERE s.status IN ('Pending', 'Underpaid') AND s.expires_at <= :now
+      AND (
+        s.expires_at < :grace_cutoff
+        OR (
+          c.chain_time > s.expires_at
+          AND NOT EXISTS (
+            SELECT 1 FROM session_transactions AS t
+            WHERE t.session_id = s.id AND t.status = 'Confirming' AND NOT t.credited
+              AND t.token = s.currency AND t.block_time < s.expires_at
+          )
+        )
+      )
+    ORDER BY s.expires_at
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+
+
 async def lock_expiring_sessions(
-    conn: AsyncConnection, now: datetime, limit: int
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    *,
+    grace: timedelta,
+    chain_times: Mapping[tuple[str, str], datetime],
 ) -> dict[str, RowMapping]:
-    """Lock up to ``limit`` payable sessions past ``expires_at`` that nobody else holds.
+    """Lock up to ``limit`` payable sessions that may expire now and that nobody else holds.
+
+    The filter mirrors the domain's ``expiry_due`` (which decides again under the lock), so a
+    session still waiting for its chain's progress or for a payment in flight never takes a
+    place in the batch: past ``expires_at`` and either past ``expires_at + grace`` or its
+    network × mode's ``chain_times`` entry later than ``expires_at`` with no undecided transfer
+    in the session's token whose block is older than ``expires_at``.
 
     ``SKIP LOCKED``: a session the consumer is crediting right now is left alone (the payment
     wins), and replicas running this at once split the work instead of queueing on it.
     """
+    keys = list(chain_times)
     result = await conn.execute(
-        text(
-            """
-            SELECT * FROM checkout_sessions
-            WHERE status IN ('Pending', 'Underpaid') AND expires_at <= :now
-            ORDER BY expires_at
-            LIMIT :limit
-            FOR UPDATE SKIP LOCKED
-            """
-        ),
-        {"now": now, "limit": limit},
+        _LOCK_EXPIRING,
+        {
+            "now": now,
+            "grace_cutoff": now - grace,
+            "limit": limit,
+            "networks": [k[0] for k in keys],
+            "modes": [k[1] for k in keys],
+            "times": [chain_times[k] for k in keys],
+        },
     )
     return {row["id"]: row for row in result.mappings()}
+
+
+async def chain_progress(conn: AsyncConnection) -> list[RowMapping]:
+    """Every partition's newest progress marker, of every network × mode (a few hundred rows
+    at most: networks × modes × partitions)."""
+    result = await conn.execute(
+        text(
+            "SELECT network, mode, partition, partitions, block_number, block_time "
+            "FROM chain_progress"
+        )
+    )
+    return list(result.mappings())
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressWrite:
+    network: str
+    mode: str
+    partition: int
+    partitions: int
+    block_number: int
+    block_hash: str
+    block_time: datetime
+
+
+_RECORD_PROGRESS = text(
+    """
+    INSERT INTO chain_progress AS p (
+        network, mode, partition, partitions, block_number, block_hash, block_time, updated_at
+    )
+    SELECT u.*, CAST(:now AS timestamptz) FROM unnest(
+        CAST(:networks AS text[]), CAST(:modes AS text[]), CAST(:partitions AS int[]),
+        CAST(:counts AS int[]), CAST(:blocks AS bigint[]), CAST(:hashes AS text[]),
+        CAST(:times AS timestamptz[])
+    ) AS u
+    ON CONFLICT (network, mode, partition) DO UPDATE SET
+        partitions = GREATEST(p.partitions, EXCLUDED.partitions),
+        block_number = EXCLUDED.block_number,
+        block_hash = EXCLUDED.block_hash,
+        block_time = EXCLUDED.block_time,
+        updated_at = EXCLUDED.updated_at
+    WHERE EXCLUDED.block_time > p.block_time
+       OR (EXCLUDED.block_time = p.block_time AND EXCLUDED.block_number > p.block_number)
+       OR EXCLUDED.partitions > p.partitions
+    """
+)
+
+
+async def record_progress(
+    conn: AsyncConnection, rows: Sequence[ProgressWrite], now: datetime
+) -> None:
+    """Keep, per ``(network, mode, partition)``, the marker with the greatest block time (at
+    most one row per key per call): a replayed or reordered older marker never moves it back."""
+    if not rows:
+        return
+    await conn.execute(
+        _RECORD_PROGRESS,
+        {
+            "now": now,
+            "networks": [r.network for r in rows],
+            "modes": [r.mode for r in rows],
+            "partitions": [r.partition for r in rows],
+            "counts": [r.partitions for r in rows],
+            "blocks": [r.block_number for r in rows],
+            "hashes": [r.block_hash for r in rows],
+            "times": [r.block_time for r in rows],
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredWrite:
+    network: str
+    mode: str
+    tx_hash: str
+    log_index: int
+    session_id: str
+    token: str
+    from_address: str
+    amount_raw: int
+    """Base units of ``token``."""
+    decimals: int
+    stage: str
+    reason: str
+    observed_at: datetime
+
+
+_INSERT_IGNORED = text(
+    """
+    INSERT INTO ignored_transfers (
+        network, mode, tx_hash, log_index, session_id, token, from_address, amount_raw,
+        decimals, stage, reason, observed_at
+    )
+    SELECT * FROM unnest(
+        CAST(:networks AS text[]), CAST(:modes AS text[]), CAST(:hashes AS text[]),
+        CAST(:indexes AS int[]), CAST(:session_ids AS text[]), CAST(:tokens AS text[]),
+        CAST(:froms AS text[]), CAST(CAST(:amounts AS text[]) AS numeric[]),
+        CAST(:decimals AS smallint[]), CAST(:stages AS text[]), CAST(:reasons AS text[]),
+        CAST(:observed AS timestamptz[])
+    )
+    ON CONFLICT (network, tx_hash, log_index) DO NOTHING
+    RETURNING network, reason
+    """
+)
+
+
+async def insert_ignored(
+    conn: AsyncConnection, rows: Sequence[IgnoredWrite]
+) -> list[tuple[str, str]]:
+    """Record transfers kept out of every session, once per identity (a redelivery is a
+    no-op); return ``(network, reason)`` of the rows actually inserted."""
+    if not rows:
+        return []
+    result = await conn.execute(
+        _INSERT_IGNORED,
+        {
+            "networks": [r.network for r in rows],
+            "modes": [r.mode for r in rows],
+            "hashes": [r.tx_hash for r in rows],
+            "indexes": [r.log_index for r in rows],
+            "session_ids": [r.session_id for r in rows],
+            "tokens": [r.token for r in rows],
+            "froms": [r.from_address for r in rows],
+            "amounts": [str(r.amount_raw) for r in rows],
+            "decimals": [r.decimals for r in rows],
+            "stages": [r.stage for r in rows],
+            "reasons": [r.reason for r in rows],
+            "observed": [r.observed_at for r in rows],
+        },
+    )
+    return [(row.network, row.reason) for row in result]
 
 
 async def transactions_of(
@@ -176,7 +343,7 @@ _UPSERT_TRANSACTIONS = text(
     INSERT INTO session_transactions AS t (
         session_id, network, tx_hash, log_index, token, contract, amount, decimals,
         from_address, block_number, block_hash, status, credited, confirmations, aml_flags,
-        created_at, updated_at
+        block_time, created_at, updated_at
     )
     SELECT u.*, CAST(:now AS timestamptz), CAST(:now AS timestamptz) FROM unnest(
         CAST(:session_ids AS text[]), CAST(:networks AS text[]), CAST(:hashes AS text[]),
@@ -184,7 +351,8 @@ _UPSERT_TRANSACTIONS = text(
         CAST(CAST(:amounts AS text[]) AS numeric[]), CAST(:decimals AS smallint[]),
         CAST(:froms AS text[]),
         CAST(:blocks AS bigint[]), CAST(:block_hashes AS text[]), CAST(:statuses AS text[]),
-        CAST(:credited AS boolean[]), CAST(:confirmations AS int[]), CAST(:flags AS jsonb[])
+        CAST(:credited AS boolean[]), CAST(:confirmations AS int[]), CAST(:flags AS jsonb[]),
+        CAST(:block_times AS timestamptz[])
     ) AS u
     ON CONFLICT (network, tx_hash, log_index) DO UPDATE SET
         status = EXCLUDED.status,
@@ -193,6 +361,7 @@ _UPSERT_TRANSACTIONS = text(
         aml_flags = EXCLUDED.aml_flags,
         block_number = EXCLUDED.block_number,
         block_hash = EXCLUDED.block_hash,
+        block_time = COALESCE(EXCLUDED.block_time, t.block_time),
         updated_at = EXCLUDED.updated_at
     WHERE t.session_id = EXCLUDED.session_id
     """
@@ -217,6 +386,7 @@ class TransactionWrite:
     credited: bool
     confirmations: int
     aml_flags: tuple[str, ...]
+    block_time: datetime | None = None
 
 
 async def upsert_transactions(
@@ -248,6 +418,7 @@ async def upsert_transactions(
             "credited": [r.credited for r in rows],
             "confirmations": [r.confirmations for r in rows],
             "flags": [json.dumps(list(r.aml_flags)) if r.aml_flags else "[]" for r in rows],
+            "block_times": [r.block_time for r in rows],
             "now": now,
         },
     )
@@ -264,6 +435,7 @@ class SessionWrite:
     net_amount: int
     expires_at: datetime
     version: int
+    timed_out: bool = False
 
 
 _UPDATE_SESSIONS = text(
@@ -275,13 +447,15 @@ _UPDATE_SESSIONS = text(
         net_amount = v.net,
         expires_at = v.expires_at,
         version = v.version,
+        timed_out = v.timed_out,
         updated_at = :now
     FROM unnest(
         CAST(:ids AS text[]), CAST(:expected AS int[]), CAST(:statuses AS text[]),
         CAST(CAST(:received AS text[]) AS numeric[]),
         CAST(CAST(:fees AS text[]) AS numeric[]), CAST(CAST(:nets AS text[]) AS numeric[]),
-        CAST(:expires AS timestamptz[]), CAST(:versions AS int[])
-    ) AS v(id, expected, status, received, fee, net, expires_at, version)
+        CAST(:expires AS timestamptz[]), CAST(:versions AS int[]),
+        CAST(:timed_out AS boolean[])
+    ) AS v(id, expected, status, received, fee, net, expires_at, version, timed_out)
     WHERE s.id = v.id AND s.version = v.expected AND s.id = ANY(CAST(:ids AS text[]))
     RETURNING s.id
     """
@@ -307,6 +481,7 @@ async def update_sessions(
             "nets": [str(r.net_amount) for r in rows],
             "expires": [r.expires_at for r in rows],
             "versions": [r.version for r in rows],
+            "timed_out": [r.timed_out for r in rows],
         },
     )
     return {row.id for row in result}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import Field, SecretStr, field_validator
@@ -71,6 +72,18 @@ class MatcherSettings(CommonSettings):
     expiry_interval: float = Field(default=5.0, gt=0, alias="PAGO_MATCHER_EXPIRY_INTERVAL")
     """Seconds between expiry passes (a pass repeats at once while it finds a full batch)."""
     expiry_batch_size: int = Field(default=500, ge=1, alias="PAGO_MATCHER_EXPIRY_BATCH")
+    expiry_grace_seconds: float = Field(
+        default=3600.0, ge=0, alias="PAGO_MATCHER_EXPIRY_GRACE_SECONDS"
+    )
+    """A session past ``expires_at`` expires once its network's watcher has proven the chain
+    silent past it (progress markers) and no payment seen before it is still confirming; after
+    this many seconds past ``expires_at`` it expires regardless (a dead watcher, a stuck
+    transfer). A payment made before ``expires_at`` still credits when processed later."""
+
+    @property
+    def expiry_grace(self) -> timedelta:
+        return timedelta(seconds=self.expiry_grace_seconds)
+
     resolution_interval: float = Field(default=0.25, gt=0, alias="PAGO_MATCHER_RESOLUTION_INTERVAL")
     """Seconds between polls for resolutions requested through the Resolution API."""
     aml_retry_interval: float = Field(default=30.0, gt=0, alias="PAGO_MATCHER_AML_RETRY_INTERVAL")

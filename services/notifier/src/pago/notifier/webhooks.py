@@ -8,6 +8,8 @@ id, so every redelivery of it — from Kafka or from the retry schedule — carr
 - ``session.updated`` into ``Expired`` / ``Blocked`` → ``session.expired`` / ``session.blocked``;
 - ``session.updated`` into ``Underpaid`` from another status → ``session.underpaid`` (opt-in);
 - ``session.payment_detected`` → ``session.payment_detected`` (opt-in);
+- ``session.payment_reverted`` → ``session.payment_reverted`` (opt-in): a credited transfer was
+  reverted by a reorg deeper than the confirmation depth;
 - ``session.resolved`` → ``session.resolved``;
 - ``session.created`` and every other update (confirmations, a second partial payment) → none.
 """
@@ -21,6 +23,7 @@ from pago.common.enums import SessionStatus, WebhookEventType
 from pago.common.events import (
     AnySessionEvent,
     SessionPaymentDetected,
+    SessionPaymentReverted,
     SessionResolved,
     SessionUpdated,
 )
@@ -44,6 +47,8 @@ def webhook_event_type(event: AnySessionEvent) -> WebhookEventType | None:
             return entered if entered is not None and previous is not status else None
         case SessionPaymentDetected():
             return WebhookEventType.SESSION_PAYMENT_DETECTED
+        case SessionPaymentReverted():
+            return WebhookEventType.SESSION_PAYMENT_REVERTED
         case SessionResolved():
             return WebhookEventType.SESSION_RESOLVED
         case _:

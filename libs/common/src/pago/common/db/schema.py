@@ -165,6 +165,13 @@ checkout_sessions = Table(
         Text,
         comment="from the chains registry at creation, like currency_contract",
     ),
+    Column(
+        "timed_out",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),
+        comment="expired by the expiry job, not the merchant: an in-time payment still credits",
+    ),
     Index("ix_sessions_list", "merchant_id", "mode", "created_at", "id"),
     Index("ix_sessions_list_status", "merchant_id", "mode", "status", "created_at"),
     Index("ix_sessions_sub_merchant", "sub_merchant_id", "mode", "created_at"),
@@ -229,6 +236,7 @@ session_transactions = Table(
     Column("aml_flags", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     _created(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("block_time", DateTime(timezone=True), comment="the block's timestamp; NULL = unknown"),
     UniqueConstraint("network", "tx_hash", "log_index", name="uq_session_transactions_identity"),
     Index("ix_session_transactions_session", "session_id"),
     Index("ix_session_transactions_tx_hash", "tx_hash"),
@@ -313,6 +321,42 @@ webhook_deliveries = Table(
     ),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at", "id"),
 )
+ignored_transfers = Table(
+    "ignored_transfers",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("network", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("tx_hash", Text, nullable=False),
+    Column("log_index", Integer, nullable=False),
+    Column("session_id", Text, ForeignKey("checkout_sessions.id"), nullable=False),
+    Column("token", Text, nullable=False),
+    Column("from_address", Text, nullable=False),
+    Column("amount_raw", Units, nullable=False, comment="base units of token"),
+    Column("decimals", SmallInteger, nullable=False),
+    Column("stage", Text, nullable=False, comment="the stage first seen"),
+    Column("reason", Text, nullable=False),
+    Column("observed_at", DateTime(timezone=True), nullable=False),
+    _created(),
+    UniqueConstraint("network", "tx_hash", "log_index", name="uq_ignored_transfers_identity"),
+    Index("ix_ignored_transfers_session", "session_id"),
+    comment="transfers that moved no session (dust below the minimum credit); audit only",
+)
+
+chain_progress = Table(
+    "chain_progress",
+    metadata,
+    Column("network", Text, primary_key=True),
+    Column("mode", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True, comment="of chain.transfers"),
+    Column("partitions", Integer, nullable=False, comment="the topic's count per the marker"),
+    Column("block_number", BigInteger, nullable=False),
+    Column("block_hash", Text, nullable=False),
+    Column("block_time", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    comment="greatest ChainScanned marker consumed per partition (same transaction as transfers)",
+)
+
 
 outbox = Table(
     "outbox",

@@ -17,8 +17,8 @@ DEFAULT_EVENTS: tuple[WebhookEventType, ...] = (
     WebhookEventType.SESSION_BLOCKED,
     WebhookEventType.SESSION_RESOLVED,
 )
-"""What an endpoint receives when it does not list events; ``session.underpaid`` and
-``session.payment_detected`` are opt-in."""
+"""What an endpoint receives when it does not list events; ``session.underpaid``,
+``session.payment_detected`` and ``session.payment_reverted`` are opt-in."""
 
 PING_EVENT_TYPE = "webhook.ping"
 
@@ -32,8 +32,8 @@ EnabledEvents = Annotated[
     Field(
         min_length=1,
         max_length=len(WebhookEventType),
-        description="The events to send. `session.underpaid` and `session.payment_detected` "
-        "are sent only to endpoints that list them.",
+        description="The events to send. `session.underpaid`, `session.payment_detected` and "
+        "`session.payment_reverted` are sent only to endpoints that list them.",
     ),
     AfterValidator(_unique),
 ]

@@ -4,6 +4,7 @@ from pago.matcher.domain.events import (
     DomainEvent,
     PaymentDetected,
     PaymentExceptionRaised,
+    PaymentReverted,
     SessionBlocked,
     SessionExpired,
     SessionResolved,
@@ -19,26 +20,34 @@ from pago.matcher.domain.model import (
     TransferKey,
     TxRecord,
 )
-from pago.matcher.domain.policy import Policy
+from pago.matcher.domain.policy import DEFAULT_EXPIRY_GRACE, Policy, below_min_credit
+from pago.matcher.domain.progress import PartitionProgress, chain_time
 from pago.matcher.domain.state_machine import (
     SETTLED,
     Decision,
+    IgnoredReason,
     ResolutionError,
     apply_observation,
     expire,
+    expiry_due,
+    in_flight_before_expiry,
     resolve_exception,
     status_for,
 )
 
 __all__ = [
+    "DEFAULT_EXPIRY_GRACE",
     "SETTLED",
     "AmlOutcome",
     "AmlVerdict",
     "Decision",
     "DomainEvent",
+    "IgnoredReason",
     "Observation",
+    "PartitionProgress",
     "PaymentDetected",
     "PaymentExceptionRaised",
+    "PaymentReverted",
     "Policy",
     "ResolutionAction",
     "ResolutionError",
@@ -50,9 +59,13 @@ __all__ = [
     "TransferKey",
     "TxRecord",
     "apply_observation",
+    "below_min_credit",
+    "chain_time",
     "expire",
+    "expiry_due",
     "fee_and_net",
     "fee_for",
+    "in_flight_before_expiry",
     "resolve_exception",
     "status_for",
 ]

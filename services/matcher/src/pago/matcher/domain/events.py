@@ -52,6 +52,15 @@ class PaymentDetected:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentReverted:
+    """A transfer already credited to the session was reverted by a reorg deeper than the
+    confirmation depth; the credit stands and a ``reverted_credit`` exception asks a human."""
+
+    session_id: str
+    tx: TxRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionBlocked:
     """The session became ``Blocked`` because ``tx``'s sender failed AML (flags on ``tx``)."""
 
@@ -78,4 +87,11 @@ class SessionResolved:
     resolved_at: datetime
 
 
-DomainEvent = SessionUpdated | PaymentDetected | SessionBlocked | SessionExpired | SessionResolved
+DomainEvent = (
+    SessionUpdated
+    | PaymentDetected
+    | PaymentReverted
+    | SessionBlocked
+    | SessionExpired
+    | SessionResolved
+)

@@ -48,12 +48,16 @@ class Observation:
     from_address: str
     stage: TransferStage
     confirmations: int = 0
+    block_time: datetime | None = None
+    """The block's timestamp (chain time); ``None`` from a watcher older than the field."""
 
     def __post_init__(self) -> None:
         if self.amount < 0:
             raise ValueError("amount must be >= 0 base units")
         if self.log_index < 0 or self.confirmations < 0:
             raise ValueError("log_index and confirmations must be >= 0")
+        if self.block_time is not None:
+            _require_aware("block_time", self.block_time)
 
     @property
     def key(self) -> TransferKey:
@@ -80,10 +84,17 @@ class TxRecord:
     confirmations: int = 0
     aml_flags: tuple[str, ...] = ()
     """The screening provider's reasons when the sender was a hit, else empty."""
+    block_time: datetime | None = None
+    """Chain time of the transfer's block; ``None`` when the watcher did not say."""
 
     @property
     def key(self) -> TransferKey:
         return TransferKey(self.tx_hash, self.log_index)
+
+    @property
+    def in_flight(self) -> bool:
+        """Seen on chain but not decided yet: only detected, or held for AML screening."""
+        return self.status is TransactionStatus.CONFIRMING and not self.credited
 
     @classmethod
     def from_observation(
@@ -104,6 +115,7 @@ class TxRecord:
             credited=credited,
             confirmations=obs.confirmations,
             aml_flags=aml_flags,
+            block_time=obs.block_time,
         )
 
 
@@ -129,6 +141,9 @@ class SessionState:
     net_amount: int = 0
     transactions: tuple[TxRecord, ...] = ()
     """In the order they were first seen."""
+    timed_out: bool = False
+    """``Expired`` by the clock (the expiry job), not cancelled by the merchant: a payment whose
+    block time is before ``expires_at`` still credits it when it is processed late."""
 
     def __post_init__(self) -> None:
         if self.amount_expected <= 0:
@@ -161,6 +176,7 @@ class SessionState:
         fee_amount: int | None = None,
         net_amount: int | None = None,
         transactions: tuple[TxRecord, ...] | None = None,
+        timed_out: bool | None = None,
     ) -> SessionState:
         """A typed ``dataclasses.replace`` over the fields that change after creation."""
         return dataclasses.replace(
@@ -171,6 +187,7 @@ class SessionState:
             fee_amount=self.fee_amount if fee_amount is None else fee_amount,
             net_amount=self.net_amount if net_amount is None else net_amount,
             transactions=self.transactions if transactions is None else transactions,
+            timed_out=self.timed_out if timed_out is None else timed_out,
         )
 
 

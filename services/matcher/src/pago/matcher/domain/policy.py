@@ -8,6 +8,10 @@ from decimal import Decimal
 from typing import Self
 
 DEFAULT_UNDERPAID_EXTENSION = timedelta(hours=24)
+DEFAULT_EXPIRY_GRACE = timedelta(hours=1)
+"""How long past ``expires_at`` a session waits for proof that the chain is silent (or for a
+payment in flight to confirm) before it expires anyway: bounds a dead watcher or a stuck
+transfer."""
 DEFAULT_FEE_RATE = Decimal("0.005")
 """0.5 % of the amount received."""
 
@@ -53,3 +57,16 @@ class Policy:
             raise ValueError("decimals must be >= 0")
         tolerance = 10 ** (decimals - 2) if decimals >= 2 else 0
         return cls(underpayment_tolerance=tolerance, fee_floor=10**decimals)
+
+
+def below_min_credit(amount: int, min_credit: int) -> bool:
+    """Whether a transfer of ``amount`` base units is dust for a token whose minimum credit is
+    ``min_credit`` base units: it must not move, block or extend a session, nor be screened.
+
+    The minimum is at least 1 base unit whatever the caller passes, so a zero-value transfer
+    (``transferFrom(anyone, to, 0)`` succeeds without allowance on ERC-20 and TRC-20, naming any
+    address as sender) is always dust.
+    """
+    if amount < 0:
+        raise ValueError("amount must be >= 0 base units")
+    return amount < max(1, min_credit)

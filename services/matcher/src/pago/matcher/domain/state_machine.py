@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import assert_never
 
 from pago.common.enums import ExceptionKind, SessionStatus, TransactionStatus, TransferStage
@@ -24,6 +25,7 @@ from pago.matcher.domain.events import (
     DomainEvent,
     PaymentDetected,
     PaymentExceptionRaised,
+    PaymentReverted,
     SessionBlocked,
     SessionExpired,
     SessionResolved,
@@ -39,7 +41,7 @@ from pago.matcher.domain.model import (
     TransferKey,
     TxRecord,
 )
-from pago.matcher.domain.policy import Policy
+from pago.matcher.domain.policy import DEFAULT_EXPIRY_GRACE, Policy, below_min_credit
 
 SETTLED = frozenset({SessionStatus.PAID, SessionStatus.OVERPAID})
 """Statuses that carry a fee and a net amount."""
@@ -51,6 +53,13 @@ _PARKED_AS: dict[SessionStatus, ExceptionKind] = {
     SessionStatus.BLOCKED: ExceptionKind.BLOCKED_FUNDS,
 }
 """The exception a clean, right-token payment to a terminal session raises."""
+
+
+class IgnoredReason(StrEnum):
+    """Why a transfer was recorded for audit only and left the session untouched."""
+
+    BELOW_MIN_CREDIT = "below_min_credit"
+    """Dust or a zero-value transfer: below the token's minimum credit (chains registry)."""
 
 
 class ResolutionError(ValueError):
@@ -65,13 +74,15 @@ class Decision:
     transaction row to upsert by ``(tx_hash, log_index)``, ``None`` when no row changed.
     ``exceptions`` are payment exceptions to upsert by ``(kind, tx_hash, log_index)``.
     ``events`` go to the outbox; a :class:`SessionUpdated` is among them exactly when ``state``
-    differs from the input, and it comes last.
+    differs from the input, and it comes last. ``ignored`` is set when the transfer was left out
+    on purpose (then nothing else is): the caller records it for audit only.
     """
 
     state: SessionState
     tx: TxRecord | None = None
     exceptions: tuple[PaymentExceptionRaised, ...] = ()
     events: tuple[DomainEvent, ...] = ()
+    ignored: IgnoredReason | None = None
 
     @property
     def changed(self) -> bool:
@@ -103,9 +114,15 @@ def apply_observation(
     verdict: AmlVerdict,
     now: datetime,
     policy: Policy,
+    *,
+    min_credit: int = 1,
 ) -> Decision:
     """Apply one observed transfer to the session.
 
+    - A transfer below ``min_credit`` base units (the token's minimum credit; always at least
+      1, so zero-value transfers included) is ignored at every stage: no status change, no AML
+      block, no extension, no event. The decision says so (``ignored``) for the audit record.
+      Only a credit made before the minimum existed is still followed (its revert matters).
     - ``detected`` records the transfer as ``Confirming``, uncredited (hosted page only).
     - ``confirmed`` decides it, in this order: AML (a hit blocks, an unavailable screening holds
       it as ``Confirming``), then the token (wrong token → exception), then the session (a
@@ -117,13 +134,22 @@ def apply_observation(
 
     A transfer confirmed and decided without a credit (parked, wrong token, blocked) is final:
     its redeliveries are no-ops. Only an AML-held one is decided again on each redelivery.
-    ``verdict`` is read only for ``confirmed``; the handler need screen nothing else. A payment
-    confirmed after ``expires_at`` but before :func:`expire` ran still credits: expiry is a
-    compare-and-set that a concurrent payment wins.
+    ``verdict`` is read only for a ``confirmed`` transfer at or above the minimum; the handler
+    need screen nothing else. A payment confirmed after ``expires_at`` but before :func:`expire`
+    ran still credits: expiry is a compare-and-set that a concurrent payment wins. A payment
+    whose block time is before ``expires_at`` credits even on a session the clock has already
+    expired (``timed_out``): the customer paid in time (see :func:`expiry_due`).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     existing = state.tx(obs.key)
+    if below_min_credit(obs.amount, min_credit) and not (
+        existing is not None and existing.credited
+    ):
+        return Decision(state, ignored=IgnoredReason.BELOW_MIN_CREDIT)
+    if obs.block_time is None and existing is not None and existing.block_time is not None:
+        # A watcher that lost the block time on a later stage: the first one seen stands.
+        obs = dataclasses.replace(obs, block_time=existing.block_time)
     match obs.stage:
         case TransferStage.DETECTED:
             return _on_detected(state, obs, existing)
@@ -135,15 +161,72 @@ def apply_observation(
             assert_never(obs.stage)
 
 
-def expire(state: SessionState, now: datetime) -> Decision | None:
-    """Expire a ``Pending``/``Underpaid`` session whose ``expires_at`` has passed, else ``None``.
+def in_flight_before_expiry(state: SessionState) -> tuple[TxRecord, ...]:
+    """Transfers in the session's token seen on chain before ``expires_at`` and not decided
+    yet (only detected, or held for AML): each may still pay the session in time.
+
+    A transfer without a block time (a watcher older than the field) does not count: it keeps
+    the old rule, where only the clock decides.
+    """
+    return tuple(
+        tx
+        for tx in state.transactions
+        if tx.in_flight
+        and tx.token is state.token
+        and tx.block_time is not None
+        and tx.block_time < state.expires_at
+    )
+
+
+def expiry_due(
+    state: SessionState,
+    now: datetime,
+    *,
+    chain_time: datetime | None,
+    grace: timedelta = DEFAULT_EXPIRY_GRACE,
+) -> bool:
+    """Whether a ``Pending``/``Underpaid`` session may expire at ``now``.
+
+    ``chain_time`` is how far the chain is proven silent for the session's network × mode: the
+    smallest block time of the watcher's progress markers the matcher has consumed, over every
+    partition of ``chain.transfers`` (``None`` while some partition has none). Past
+    ``expires_at`` the session expires when
+
+    - the chain is proven silent past ``expires_at`` (``chain_time > expires_at``: every
+      transfer up to then has been consumed) and no transfer seen before ``expires_at`` is
+      still in flight (:func:`in_flight_before_expiry`); or
+    - ``now > expires_at + grace`` whatever the chain says (a dead watcher, a stuck transfer).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if grace < timedelta(0):
+        raise ValueError("grace must not be negative")
+    if state.status.is_terminal or state.expires_at > now:
+        return False
+    if now > state.expires_at + grace:
+        return True
+    if chain_time is None or chain_time <= state.expires_at:
+        return False
+    return not in_flight_before_expiry(state)
+
+
+def expire(
+    state: SessionState,
+    now: datetime,
+    *,
+    chain_time: datetime | None,
+    grace: timedelta = DEFAULT_EXPIRY_GRACE,
+) -> Decision | None:
+    """Expire a payable session when :func:`expiry_due` says so, else ``None``.
 
     Credits already received stay in ``amount_received`` (an ``Underpaid`` session expires with
-    them); no fee is taken because the session never settled.
+    them); no fee is taken because the session never settled. The session is marked
+    ``timed_out``: a payment made on chain before ``expires_at`` that is processed later still
+    credits it.
     """
-    if state.status.is_terminal or state.expires_at > now:
+    if not expiry_due(state, now, chain_time=chain_time, grace=grace):
         return None
-    after = state.evolve(status=SessionStatus.EXPIRED)
+    after = state.evolve(status=SessionStatus.EXPIRED, timed_out=True)
     expired = SessionExpired(session_id=state.id, amount_received=state.amount_received)
     return _decide(state, after, events=(expired,))
 
@@ -226,7 +309,7 @@ def _on_detected(state: SessionState, obs: Observation, existing: TxRecord | Non
     after, tx = _upsert(state, record)
     events: tuple[DomainEvent, ...] = ()
     # Tell the payer's page only about money this session can still take.
-    if obs.token is state.token and not state.status.is_terminal:
+    if obs.token is state.token and _payable(state, obs):
         events = (PaymentDetected(session_id=state.id, tx=record),)
     return _decide(state, after, tx=tx, events=events)
 
@@ -237,7 +320,9 @@ def _on_reverted(state: SessionState, existing: TxRecord | None) -> Decision:
         return Decision(state)
     record = dataclasses.replace(existing, status=TransactionStatus.REVERTED, confirmations=0)
     exceptions: tuple[PaymentExceptionRaised, ...] = ()
+    events: tuple[DomainEvent, ...] = ()
     if existing.credited:
+        events = (PaymentReverted(session_id=state.id, tx=record),)
         exceptions = (
             _exception(
                 ExceptionKind.REVERTED_CREDIT,
@@ -247,7 +332,7 @@ def _on_reverted(state: SessionState, existing: TxRecord | None) -> Decision:
             ),
         )
     after, tx = _upsert(state, record)
-    return _decide(state, after, tx=tx, exceptions=exceptions)
+    return _decide(state, after, tx=tx, exceptions=exceptions, events=events)
 
 
 def _on_confirmed(
@@ -290,13 +375,27 @@ def _on_confirmed(
         return _decide(
             state, after, tx=tx, exceptions=(_exception(ExceptionKind.WRONG_TOKEN, record, detail),)
         )
-    if state.status.is_terminal:
+    if not _payable(state, obs):
         record = TxRecord.from_observation(obs, TransactionStatus.CONFIRMED)
         after, tx = _upsert(state, record)
         kind = _PARKED_AS[state.status]
         detail = f"{_amount(state, record)} arrived after the session was {state.status}"
         return _decide(state, after, tx=tx, exceptions=(_exception(kind, record, detail),))
     return _credit(state, obs, now, policy)
+
+
+def _payable(state: SessionState, obs: Observation) -> bool:
+    """Whether ``obs`` may still credit the session: it is payable, or the clock expired it and
+    the transfer's block is older than ``expires_at`` (the customer paid in time; the expiry job
+    only could not prove it yet)."""
+    if not state.status.is_terminal:
+        return True
+    return (
+        state.status is SessionStatus.EXPIRED
+        and state.timed_out
+        and obs.block_time is not None
+        and obs.block_time < state.expires_at
+    )
 
 
 def _block(state: SessionState, obs: Observation, verdict: AmlVerdict) -> Decision:
@@ -347,6 +446,7 @@ def _credit(state: SessionState, obs: Observation, now: datetime, policy: Policy
         amount_received=received,
         fee_amount=fee,
         net_amount=net,
+        timed_out=False,
     )
     return _decide(state, after, tx=record)
 
