@@ -35,6 +35,7 @@ DEFAULT_API_PORT = 8000
 CHAINS_FILE = "chains.toml"
 SHARED_AML = Path("../shared/data/aml")
 EVM_CONFIRMATIONS = 2
+POOL_KEYS_DIR = "pool-keys"
 
 
 def _chains_override(stack: DevStack) -> str:
@@ -139,6 +140,9 @@ def up(args: argparse.Namespace) -> int:
             "PAGO_ENV": "development",
             "PAGO_CHAINS_FILE": str(chains),
             "PAGO_CHECKOUT_BASE_URL": f"http://localhost:{args.api_port}/checkout/",
+            # Development pools refill themselves with generated keys; their secrets stay here
+            # (never in the database) so test payments to them can be swept.
+            "PAGO_DEV_POOL_KEYS_DIR": str(workdir / POOL_KEYS_DIR),
         }
         aml = (repo_root() or Path.cwd()) / SHARED_AML
         if aml.is_dir():
