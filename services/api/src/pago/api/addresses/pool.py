@@ -4,8 +4,9 @@ Each api process checks every ``PAGO_ADDRESS_POOL_CHECK_SECONDS``: the depth of 
 to ``pago_address_pool_addresses{merchant_id, family, mode, state}``; a pool in use (no active
 xpub for its family and mode) with fewer available addresses than
 ``PAGO_ADDRESS_POOL_LOW_WATER`` logs a warning once when it drops there. In development such a
-pool is refilled with generated keys (see ``devkeys``); the same refill runs on the request
-path when a create finds the pool empty, so ``make dev`` never answers 503 for want of one.
+pool, in test mode, is refilled with generated keys (see ``devkeys``); the same refill runs on
+the request path when a create finds the pool empty, so ``make dev`` never answers 503 for want
+of one. Live-mode pools are never refilled: real money belongs on the merchant's own keys.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pago.api.addresses import devkeys, repository
 from pago.api.addresses.repository import PoolDepth
 from pago.api.addresses.settings import AddressPoolSettings
-from pago.common.enums import ChainFamily
+from pago.common.enums import ChainFamily, Mode
 from pago.common.errors import ConfigError
 from pago.common.settings import Environment
 
@@ -71,8 +72,11 @@ class PoolRefiller:
     async def refill(
         self, conn: AsyncConnection, merchant_id: str, family: ChainFamily, mode: str
     ) -> int:
-        """Add a batch of fresh addresses to an existing pool in ``conn``'s transaction; 0 if
-        another process is refilling it now. Generating costs ~0.1 ms per key."""
+        """Add a batch of fresh addresses to an existing test-mode pool in ``conn``'s
+        transaction; 0 for a live-mode pool (real money belongs on the merchant's own keys) or
+        while another process refills it. Generating costs ~0.1 ms per key."""
+        if mode != Mode.TEST.value:
+            return 0
         if not await repository.try_lock_pool(conn, merchant_id, family.value, mode):
             return 0
         keys = await asyncio.to_thread(devkeys.generate, family, self._batch)
@@ -128,7 +132,11 @@ class PoolMonitor:
         async with self._engine.connect() as conn:
             depths = await repository.pool_depth(conn, now=now, cooldown=self._cooldown)
         self._publish(depths)
-        low = [d for d in depths if not d.derived and d.available < self._low_water]
+        low = [
+            d
+            for d in depths
+            if not d.derived and d.available < self._low_water and d.mode == Mode.TEST.value
+        ]
         if self._refiller is not None and low:
             for depth in low:
                 async with self._engine.begin() as conn:
