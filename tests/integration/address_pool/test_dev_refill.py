@@ -8,6 +8,7 @@ watch-only and an empty pool is a 503.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class TestDevelopment:
             merchant = await pool_merchant(db, settings, 1)
             first = await created(client, merchant)
             second = await created(client, merchant)  # the imported one is taken: refill
+            bare = await seed_merchant(
+                db, settings, xpub_families=(), solana_pool=0, account=2, sub_merchants=()
+            )
+            # No pool at all is a configuration to fix, not one to conjure up.
+            assert_error(await create(client, bare), 503, "address_pool_exhausted")
         assert second["pay_address"] != first["pay_address"]
         assert await pool_size(db, merchant.id, "solana") == 1 + 8
         saved = saved_keys(keys, merchant.id, "solana")
@@ -73,6 +79,19 @@ class TestDevelopment:
             assert str(Keypair.from_base58_string(secret).pubkey()) == address
         [key_file] = keys.iterdir()
         assert (keys.stat().st_mode & 0o777, key_file.stat().st_mode & 0o777) == (0o700, 0o600)
+
+    async def test_concurrent_creates_on_an_empty_pool_all_succeed(
+        self, db: AsyncEngine, make_settings: SettingsFactory
+    ) -> None:
+        settings = make_settings(env="development", address_pool_refill_batch=3)
+        async with running_app(settings) as (_, client):
+            merchant = await pool_merchant(db, settings, 1)
+            await created(client, merchant)
+            # One create refills; the others wait for its commit and lease what it added (or
+            # refill again once that is used up), never a 503 and never one address twice.
+            responses = await asyncio.gather(*(create(client, merchant) for _ in range(5)))
+        assert [r.status_code for r in responses] == [201] * 5, [r.text for r in responses]
+        assert len({r.json()["pay_address"] for r in responses}) == 5
 
     async def test_the_monitor_tops_up_a_pool_below_its_low_water_mark(
         self, db: AsyncEngine, make_settings: SettingsFactory, tmp_path: Path

@@ -26,7 +26,7 @@ from typing import Any
 from pago.common.db.migrate import upgrade
 from pago.common.money import MoneyError, format_units, parse_units
 from pago.devstack._support import DevStackError, repo_root, venv_command
-from pago.devstack.seed import seed
+from pago.devstack.seed import POOL_KEYS_DIR, seed
 from pago.devstack.stack import DevStack, load_stack_info
 
 log = logging.getLogger("pago.devstack")
@@ -35,7 +35,6 @@ DEFAULT_API_PORT = 8000
 CHAINS_FILE = "chains.toml"
 SHARED_AML = Path("../shared/data/aml")
 EVM_CONFIRMATIONS = 2
-POOL_KEYS_DIR = "pool-keys"
 
 
 def _chains_override(stack: DevStack) -> str:

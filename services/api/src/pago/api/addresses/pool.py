@@ -73,12 +73,15 @@ class PoolRefiller:
         self, conn: AsyncConnection, merchant_id: str, family: ChainFamily, mode: str
     ) -> int:
         """Add a batch of fresh addresses to an existing test-mode pool in ``conn``'s
-        transaction; 0 for a live-mode pool (real money belongs on the merchant's own keys) or
-        while another process refills it. Generating costs ~0.1 ms per key."""
+        transaction; 0 for a live-mode pool (real money belongs on the merchant's own keys), for
+        a family the merchant has no pool of, or while another process refills it. Generating
+        costs ~0.1 ms per key."""
         if mode != Mode.TEST.value:
             return 0
         if not await repository.try_lock_pool(conn, merchant_id, family.value, mode):
             return 0
+        if not await repository.has_pool(conn, merchant_id, family.value, mode):
+            return 0  # a merchant without a pool for this family gets none conjured up
         keys = await asyncio.to_thread(devkeys.generate, family, self._batch)
         if self._store is not None:
             await asyncio.to_thread(self._store.save, merchant_id, family, mode, keys)
@@ -89,7 +92,7 @@ class PoolRefiller:
             mode=mode,
             addresses=[k.address for k in keys],
         )
-        POOL_REFILLED.labels(family.value, mode).inc(added)
+        POOL_REFILLED.labels(family.value, mode).inc(added)  # counted even if rolled back
         log.info(
             "refilled a development address pool",
             extra={
@@ -100,6 +103,13 @@ class PoolRefiller:
             },
         )
         return added
+
+    async def wait_for_refills(
+        self, conn: AsyncConnection, merchant_id: str, family: ChainFamily, mode: str
+    ) -> None:
+        """Wait until no other transaction is refilling this pool (what it added is then
+        visible to the next statement); ``refill`` in this transaction then holds the lock."""
+        await repository.lock_pool(conn, merchant_id, family.value, mode)
 
 
 def refiller_for(settings: AddressPoolSettings, env: Environment) -> PoolRefiller | None:

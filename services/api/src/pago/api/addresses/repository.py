@@ -355,3 +355,24 @@ async def try_lock_pool(conn: AsyncConnection, merchant_id: str, family: str, mo
         {"ns": _REFILL_LOCKS, "key": f"{merchant_id}:{family}:{mode}"},
     )
     return bool(result.scalar_one())
+
+
+async def has_pool(conn: AsyncConnection, merchant_id: str, family: str, mode: str) -> bool:
+    """Whether the merchant imported (or was seeded) any pool address of family and mode."""
+    statement = select(
+        exists().where(
+            deposit_addresses.c.merchant_id == merchant_id,
+            deposit_addresses.c.family == family,
+            deposit_addresses.c.mode == mode,
+            deposit_addresses.c.source == POOL,
+        )
+    )
+    return bool((await conn.execute(statement)).scalar_one())
+
+
+async def lock_pool(conn: AsyncConnection, merchant_id: str, family: str, mode: str) -> None:
+    """The same lock, waiting for a refill in another transaction to commit (or roll back)."""
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+        {"ns": _REFILL_LOCKS, "key": f"{merchant_id}:{family}:{mode}"},
+    )

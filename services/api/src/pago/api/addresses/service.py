@@ -100,18 +100,9 @@ async def allocate(
         now=now,
         cooldown=cooldown,
     )
-    if (
-        address is None
-        and refiller is not None
-        and await refiller.refill(conn, merchant_id, family, mode.value)
-    ):
-        address = await repository.lease_free(
-            conn,
-            merchant_id=merchant_id,
-            family=family.value,
-            mode=mode.value,
-            session_id=session_id,
-            leased_until=leased_until,
+    if address is None and refiller is not None and mode is Mode.TEST:
+        address = await _lease_refilled(
+            conn, refiller, merchant_id, family, session_id=session_id, leased_until=leased_until
         )
     if address is None:
         POOL_EXHAUSTED.labels(family.value, mode.value).inc()
@@ -125,6 +116,34 @@ async def allocate(
             retry_after=60,
         )
     return Allocation(address, None)
+
+
+async def _lease_refilled(
+    conn: AsyncConnection,
+    refiller: PoolRefiller,
+    merchant_id: str,
+    family: ChainFamily,
+    *,
+    session_id: str,
+    leased_until: datetime,
+) -> str | None:
+    """Development: lease from a pool that a concurrent create just refilled, or refill it."""
+
+    async def lease() -> str | None:
+        return await repository.lease_free(
+            conn,
+            merchant_id=merchant_id,
+            family=family.value,
+            mode=Mode.TEST.value,
+            session_id=session_id,
+            leased_until=leased_until,
+        )
+
+    await refiller.wait_for_refills(conn, merchant_id, family, Mode.TEST.value)
+    address = await lease()
+    if address is None and await refiller.refill(conn, merchant_id, family, Mode.TEST.value):
+        address = await lease()
+    return address
 
 
 async def _lease_pooled(
