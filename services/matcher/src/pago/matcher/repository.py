@@ -528,6 +528,10 @@ class AddressLease:
     expires_at: datetime
 
 
+# As with the lookups above, the "= ANY(array)" filters let the planner reach the rows through
+# uq_deposit_addresses_address instead of hashing the unnest() against the whole table; the
+# family and mode arrays hold each value once (Postgres before 17 descends the index once per
+# combination of array elements: 1 × 1 × 1,000, not 1,000³).
 _RELEASE_ADDRESSES = text(
     """
     UPDATE deposit_addresses AS d
@@ -538,8 +542,17 @@ _RELEASE_ADDRESSES = text(
     ) AS u(session_id, family, mode, address, expires_at)
     WHERE d.family = u.family AND d.mode = u.mode AND d.address = u.address
       AND d.session_id = u.session_id AND d.released_at IS NULL
+      AND d.family = ANY(CAST(:family_set AS text[])) AND d.mode = ANY(CAST(:mode_set AS text[]))
+      AND d.address = ANY(CAST(:addresses AS text[]))
     """
 )
+
+
+def _key_sets(leases: Sequence[AddressLease]) -> dict[str, list[str]]:
+    return {
+        "family_set": sorted({x.family for x in leases}),
+        "mode_set": sorted({x.mode for x in leases}),
+    }
 
 
 async def release_addresses(
@@ -556,6 +569,7 @@ async def release_addresses(
         _RELEASE_ADDRESSES,
         {
             "now": now,
+            **_key_sets(leases),
             "session_ids": [x.session_id for x in leases],
             "families": [x.family for x in leases],
             "modes": [x.mode for x in leases],
@@ -576,6 +590,8 @@ _EXTEND_LEASES = text(
     ) AS u(session_id, family, mode, address, previous, expires_at)
     WHERE d.family = u.family AND d.mode = u.mode AND d.address = u.address
       AND d.session_id = u.session_id AND d.leased_until IS NOT NULL
+      AND d.family = ANY(CAST(:family_set AS text[])) AND d.mode = ANY(CAST(:mode_set AS text[]))
+      AND d.address = ANY(CAST(:addresses AS text[]))
     RETURNING d.session_id, d.leased_until
     """
 )
@@ -592,6 +608,7 @@ async def extend_leases(
     result = await conn.execute(
         _EXTEND_LEASES,
         {
+            **_key_sets(leases),
             "session_ids": [x.session_id for x in leases],
             "families": [x.family for x in leases],
             "modes": [x.mode for x in leases],
