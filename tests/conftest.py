@@ -114,4 +114,6 @@ def server_env(database: Database, redis_server: RedisServer, kafka: KafkaServer
         "REDIS_URL": redis_server.url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "PAGO_ENV": "test",
+        # The api's pool monitor would race the per-test TRUNCATE (tests run its pass directly).
+        "PAGO_ADDRESS_POOL_CHECK_SECONDS": "0",
     }

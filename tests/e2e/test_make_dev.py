@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +19,27 @@ import psutil
 import pytest
 
 from pago.devstack._support import free_tcp_port
+from pago.devstack.seed import SOLANA_POOL_SIZE
+
+
+def _create_solana(port: int, key: str) -> str:
+    """Create a SOLANA session on the dev stack (waiting out a 429); its pay address."""
+    body = json.dumps(
+        {"pricing_amount": "1", "pricing_currency": "USDC", "currency": "USDC", "network": "SOLANA"}
+    ).encode()
+    while True:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/checkout/sessions",
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+                return str(json.loads(response.read())["pay_address"])
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429:
+                raise AssertionError(f"{exc.code}: {exc.read()[:300]!r}") from None
+            time.sleep(float(exc.headers.get("Retry-After", "1")))
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
@@ -68,6 +90,13 @@ def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
         for network in ("ETHEREUM", "SOLANA"):
             local = chains["networks"][network]["test"]
             assert local["detection_rpc_url"] == local["rpc_urls"][0]
+        # The demo merchant's Solana pool never runs dry: past its seeded size it refills itself
+        # with generated keys. Every key, seeded or generated, is kept in the stack's directory
+        # for sweeping (and only there).
+        addresses = [_create_solana(port, key) for _ in range(SOLANA_POOL_SIZE + 1)]
+        assert len(set(addresses)) == len(addresses)
+        keys = (tmp_path / "devstack" / "pool-keys" / "mch_demo.solana.test.jsonl").read_text()
+        assert set(addresses) <= {json.loads(line)["address"] for line in keys.splitlines()}
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

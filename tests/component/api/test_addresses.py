@@ -119,6 +119,19 @@ async def _lease_ends(db: AsyncEngine, address: str, when: datetime) -> None:
         )
 
 
+async def _cooled(db: AsyncEngine, address: str, *, days: int) -> None:
+    """Move the end of ``address``'s last session (and its lease) ``days`` into the past."""
+    async with db.begin() as conn:
+        await conn.execute(
+            update(deposit_addresses)
+            .where(deposit_addresses.c.address == address)
+            .values(
+                released_at=deposit_addresses.c.released_at - timedelta(days=days),
+                leased_until=deposit_addresses.c.leased_until - timedelta(days=days),
+            )
+        )
+
+
 class TestPools:
     async def test_an_evm_address_is_never_live_on_two_sessions(
         self, client: httpx.AsyncClient, evm_pool_merchant: Merchant, db: AsyncEngine
@@ -137,20 +150,24 @@ class TestPools:
         # Expired but still inside its lease (late payments): not reused either.
         await client.post(f"{URL}/{second['id']}/expire", headers=m.headers())
         assert_error(await create(client, m, "BASE"), 503, "address_pool_exhausted")
-        # Expired and past its lease: the address comes back.
+        # Expired and past its lease, but its cool-down has just begun: still not reused.
         await client.post(f"{URL}/{first['id']}/expire", headers=m.headers())
+        assert_error(await create(client, m, "BASE"), 503, "address_pool_exhausted")
+        # Thirty days later (time moved in the database), the address comes back.
+        await _cooled(db, first["pay_address"], days=31)
         again = await create(client, m, "BASE")
         assert again.status_code == 201, again.text
         assert again.json()["pay_address"] == first["pay_address"]
         async with db.connect() as conn:
             holder = (
                 await conn.execute(
-                    select(deposit_addresses.c.session_id).where(
+                    select(deposit_addresses.c.session_id, deposit_addresses.c.released_at).where(
                         deposit_addresses.c.address == first["pay_address"]
                     )
                 )
-            ).scalar()
-        assert holder == again.json()["id"]
+            ).one()
+        assert holder.session_id == again.json()["id"]
+        assert holder.released_at is None  # leased again: its next cool-down starts at its end
 
     async def test_the_database_refuses_two_live_sessions_on_one_address(
         self, client: httpx.AsyncClient, evm_pool_merchant: Merchant, db: AsyncEngine

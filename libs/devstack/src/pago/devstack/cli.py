@@ -26,7 +26,7 @@ from typing import Any
 from pago.common.db.migrate import upgrade
 from pago.common.money import MoneyError, format_units, parse_units
 from pago.devstack._support import DevStackError, repo_root, venv_command
-from pago.devstack.seed import seed
+from pago.devstack.seed import POOL_KEYS_DIR, seed
 from pago.devstack.stack import DevStack, load_stack_info
 
 log = logging.getLogger("pago.devstack")
@@ -142,6 +142,9 @@ def up(args: argparse.Namespace) -> int:
             "PAGO_ENV": "development",
             "PAGO_CHAINS_FILE": str(chains),
             "PAGO_CHECKOUT_BASE_URL": f"http://localhost:{args.api_port}/checkout/",
+            # Development pools refill themselves with generated keys; their secrets stay here
+            # (never in the database) so test payments to them can be swept.
+            "PAGO_DEV_POOL_KEYS_DIR": str(workdir / POOL_KEYS_DIR),
         }
         aml = (repo_root() or Path.cwd()) / SHARED_AML
         if aml.is_dir():

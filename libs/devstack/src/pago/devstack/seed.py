@@ -1,5 +1,9 @@
 """Seed the dev stack: a demo merchant with a test key, xpubs and a Solana address pool.
 
+The pool's private keys are kept beside the stack (``<workdir>/pool-keys``, the file the api
+appends to when it refills a development pool), never in the database, so a developer can
+sweep what test payments left on them.
+
 Seeding goes through ``pago-admin`` exactly as an operator would. The demo key is kept in
 ``<workdir>/demo.json`` (dev only: the database stores only its hash) so a restarted
 ``make dev`` prints the same key.
@@ -25,6 +29,7 @@ DEV_MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
 )
 SOLANA_POOL_SIZE = 200
+POOL_KEYS_DIR = "pool-keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +65,19 @@ def account_xpubs(mnemonic: str = DEV_MNEMONIC) -> dict[str, str]:
     return out
 
 
-def solana_pool(size: int = SOLANA_POOL_SIZE) -> list[str]:
-    """Fresh owner pubkeys for the Solana pool (the dev stack keeps no private keys)."""
+def solana_pool(keys_dir: Path, size: int = SOLANA_POOL_SIZE) -> list[str]:
+    """Fresh owner pubkeys for the demo Solana pool; their keypairs (base58, as wallets import
+    them) go to ``keys_dir/mch_demo.solana.test.jsonl`` (mode 0600), as the api's refills do."""
     from solders.keypair import Keypair
 
-    return [str(Keypair().pubkey()) for _ in range(size)]
+    keypairs = [Keypair() for _ in range(size)]
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = keys_dir / f"{DEMO_MERCHANT}.solana.test.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        for kp in keypairs:
+            out.write(json.dumps({"address": str(kp.pubkey()), "secret": str(kp)}) + "\n")
+    return [str(kp.pubkey()) for kp in keypairs]
 
 
 def _merchant_exists(env: Mapping[str, str], merchant_id: str) -> bool:
@@ -87,7 +100,7 @@ def seed(workdir: Path, env: Mapping[str, str]) -> Demo:
             _admin(
                 ["xpub", "register", DEMO_MERCHANT, "--family", family, "--mode", "test", xpub], env
             )
-        pool = "\n".join(solana_pool()) + "\n"
+        pool = "\n".join(solana_pool(workdir / POOL_KEYS_DIR)) + "\n"
         _admin(
             ["pool", "import", DEMO_MERCHANT, "--family", "solana", "--mode", "test", "-"],
             env,

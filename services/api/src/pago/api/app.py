@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from pago.api import health
 from pago.api.addresses import codec
+from pago.api.addresses.pool import PoolMonitor, refiller_for
 from pago.api.auth.service import Authenticator
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
 from pago.api.errors import install_error_handlers
@@ -84,6 +85,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
             provider = rate_provider
             if provider is None:
                 provider = await _default_provider(settings, stack)
+            refiller = refiller_for(settings, settings.env)
             limiter = RateLimiter(redis)
             authenticator = Authenticator(
                 # Lookups are single reads: autocommit spares a BEGIN/ROLLBACK round trip each.
@@ -126,8 +128,23 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                     pricing=pricing,
                     checkout_base_url=settings.checkout_base_url,
                     watch_grace=timedelta(minutes=settings.watch_grace_minutes),
+                    address_cooldown=settings.address_cooldown,
+                    pool_refiller=refiller,
                 ),
             )
+            if settings.address_pool_check_seconds > 0:
+                monitor = PoolMonitor(
+                    engine,
+                    cooldown=settings.address_cooldown,
+                    low_water=settings.address_pool_low_water,
+                    refiller=refiller,
+                )
+                stopping = asyncio.Event()
+                checks = asyncio.create_task(
+                    monitor.run(settings.address_pool_check_seconds, stopping),
+                    name="address-pool-monitor",
+                )
+                stack.push_async_callback(_stop_task, stopping, checks)
             if settings.run_outbox_relay:
                 relay = OutboxRelay(engine, producer)
                 task = asyncio.create_task(relay.run(), name="outbox-relay")
@@ -202,6 +219,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
     relay.stop()
+    try:
+        await asyncio.wait_for(task, timeout=10)
+    except TimeoutError:
+        task.cancel()
+
+
+async def _stop_task(stopping: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stopping.set()
     try:
         await asyncio.wait_for(task, timeout=10)
     except TimeoutError:

@@ -7,8 +7,10 @@ from enum import StrEnum
 
 from pydantic import Field, SecretStr, field_validator
 
+from pago.api.addresses.settings import AddressPoolSettings
 from pago.common.enums import Token
 from pago.common.settings import SecretSettings
+from pago.common.watchlist import DEFAULT_WATCH_GRACE
 
 # Fiat units per 1 token, a development table: close to real prices, but not authoritative.
 # Production uses ``PAGO_RATE_PROVIDER=http``. The USD rows are configuration like the others;
@@ -58,7 +60,7 @@ class RateProviderKind(StrEnum):
     HTTP = "http"
 
 
-class ApiSettings(SecretSettings):
+class ApiSettings(SecretSettings, AddressPoolSettings):
     """Everything the api reads; each field is ``PAGO_<FIELD>`` in the environment."""
 
     api_host: str = "127.0.0.1"
@@ -94,8 +96,9 @@ class ApiSettings(SecretSettings):
     rate_max_age_seconds: int = Field(default=3600, ge=1)
     """A rate older than this is refused (503) rather than used."""
 
-    watch_grace_minutes: int = Field(default=1440, ge=0)
-    """How long after ``expires_at`` an address stays watched and leased (late payments)."""
+    watch_grace_minutes: int = Field(default=int(DEFAULT_WATCH_GRACE.total_seconds() // 60), ge=0)
+    """How long after ``expires_at`` an address stays watched and leased (late payments); an
+    Underpaid extension moves both by the same amount."""
 
     run_outbox_relay: bool = True
     """Relay the outbox from inside the api process (else run ``python -m pago.common.outbox``)."""

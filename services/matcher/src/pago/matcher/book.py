@@ -4,7 +4,13 @@ The consumer, the expiry scheduler and the resolution worker all load the sessio
 into a :class:`SessionBook`, feed it the domain's :class:`~pago.matcher.domain.Decision` values
 one by one (a session's state threads through several decisions in one batch), and ``flush``
 it inside their transaction: transaction rows, session rows (compare-and-set on ``version``),
-payment exceptions and the outbox events, in that order, each as one statement.
+deposit-address leases, payment exceptions and the outbox events, in that order, each as one
+statement.
+
+Leases: a session that reaches a terminal status starts its address's cool-down (the api
+re-leases a pool address only after it); a session whose ``expires_at`` an Underpaid payment
+extended gets its lease moved by as much, and a new ``WatchAddress`` with the lease's new end,
+so the watcher keeps watching for the rest of the payment.
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ from pago.common import events
 from pago.common.enums import ExceptionKind, Mode, Network, SessionStatus, Token, TransactionStatus
 from pago.common.money import PRECISION, ceil_units
 from pago.common.outbox import OutboxMessage, enqueue
-from pago.common.sessions import SessionTemplate, session_template, transaction_snapshot
+from pago.common.sessions import (
+    SessionTemplate,
+    chain_family,
+    session_template,
+    transaction_snapshot,
+)
 from pago.common.topics import CHECKOUT_SESSIONS
+from pago.common.watchlist import DEFAULT_WATCH_GRACE, watch_address
 from pago.matcher import domain, metrics, repository
 from pago.matcher.domain import Decision, Policy, SessionState, TransferKey, TxRecord
 
@@ -193,6 +205,7 @@ class SessionBook:
         self._aml_decided: dict[repository.TransferId, str] = {}
         self._start_status = {sid: s.state.status for sid, s in sessions.items()}
         self._opened: list[str] = []
+        self._watches: list[OutboxMessage] = []
 
     @classmethod
     async def open(
@@ -438,7 +451,7 @@ class SessionBook:
             messages = await self._messages_of(self._events)
         finally:
             await writes  # never leave a statement of this transaction running
-        await enqueue(conn, messages)
+        await enqueue(conn, messages + self._watches)
 
     async def _write(
         self,
@@ -451,8 +464,49 @@ class SessionBook:
         if len(written) != len(session_rows):
             missed = sorted({r.id for r in session_rows} - written)
             raise SessionBookError(f"sessions changed under our lock: {missed}")
+        await self._write_leases(conn)
         self._opened = await repository.insert_exceptions(conn, list(self._exceptions.values()))
         await repository.close_aml_holds(conn, self._aml_decided, self._now)
+
+    def _lease_changes(self) -> tuple[list[repository.AddressLease], list[repository.AddressLease]]:
+        """(sessions that ended, sessions still payable whose ``expires_at`` moved later)."""
+        ended: list[repository.AddressLease] = []
+        extended: list[repository.AddressLease] = []
+        for sid, session in self.sessions.items():
+            if not session.dirty:
+                continue
+            lease = repository.AddressLease(
+                session_id=sid,
+                family=chain_family(session.network).value,
+                mode=session.mode.value,
+                address=session.row["pay_address"],
+                previous_expires_at=session.row["expires_at"],
+                expires_at=session.state.expires_at,
+            )
+            live_before = self._start_status[sid].value in repository.LIVE
+            live_now = session.state.status.value in repository.LIVE
+            if live_before and not live_now:
+                ended.append(lease)
+            elif live_now and lease.expires_at > lease.previous_expires_at:
+                extended.append(lease)
+        return ended, extended
+
+    async def _write_leases(self, conn: AsyncConnection) -> None:
+        ended, extended = self._lease_changes()
+        await repository.release_addresses(conn, ended, self._now)
+        leased_until = await repository.extend_leases(conn, extended)
+        self._watches = [
+            watch_address(
+                network=self.sessions[x.session_id].network,
+                mode=self.sessions[x.session_id].mode,
+                address=x.address,
+                session_id=x.session_id,
+                # No lease row (a session the api did not allocate): the default grace.
+                watch_until=leased_until.get(x.session_id, x.expires_at + DEFAULT_WATCH_GRACE),
+                created_at=self.sessions[x.session_id].row["created_at"],
+            )
+            for x in extended
+        ]
 
     async def _messages_of(self, pending: list[_PendingEvent]) -> list[OutboxMessage]:
         messages = []

@@ -689,3 +689,107 @@ async def reject_resolution(conn: AsyncConnection, exception_id: str, error: str
 
 def as_dict(row: RowMapping) -> dict[str, Any]:
     return dict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressLease:
+    """The deposit address of a session whose end or ``expires_at`` moved in this batch."""
+
+    session_id: str
+    family: str
+    mode: str
+    address: str
+    previous_expires_at: datetime
+    expires_at: datetime
+
+
+# As with the lookups above, the "= ANY(array)" filters let the planner reach the rows through
+# uq_deposit_addresses_address instead of hashing the unnest() against the whole table; the
+# family and mode arrays hold each value once (Postgres before 17 descends the index once per
+# combination of array elements: 1 × 1 × 1,000, not 1,000³).
+_RELEASE_ADDRESSES = text(
+    """
+    UPDATE deposit_addresses AS d
+    SET released_at = greatest(u.expires_at, CAST(:now AS timestamptz))
+    FROM unnest(
+        CAST(:session_ids AS text[]), CAST(:families AS text[]), CAST(:modes AS text[]),
+        CAST(:addresses AS text[]), CAST(:expires AS timestamptz[])
+    ) AS u(session_id, family, mode, address, expires_at)
+    WHERE d.family = u.family AND d.mode = u.mode AND d.address = u.address
+      AND d.session_id = u.session_id AND d.released_at IS NULL
+      AND d.family = ANY(CAST(:family_set AS text[])) AND d.mode = ANY(CAST(:mode_set AS text[]))
+      AND d.address = ANY(CAST(:addresses AS text[]))
+    """
+)
+
+
+def _key_sets(leases: Sequence[AddressLease]) -> dict[str, list[str]]:
+    return {
+        "family_set": sorted({x.family for x in leases}),
+        "mode_set": sorted({x.mode for x in leases}),
+    }
+
+
+async def release_addresses(
+    conn: AsyncConnection, leases: Sequence[AddressLease], now: datetime
+) -> None:
+    """The sessions ended at ``now``: each one's address starts its cool-down from the later of
+    its ``expires_at`` and ``now`` (the api re-leases a pool address only after the cool-down).
+
+    Row locks follow the house order: the sessions are locked already, then their addresses.
+    """
+    if not leases:
+        return
+    await conn.execute(
+        _RELEASE_ADDRESSES,
+        {
+            "now": now,
+            **_key_sets(leases),
+            "session_ids": [x.session_id for x in leases],
+            "families": [x.family for x in leases],
+            "modes": [x.mode for x in leases],
+            "addresses": [x.address for x in leases],
+            "expires": [x.expires_at for x in leases],
+        },
+    )
+
+
+_EXTEND_LEASES = text(
+    """
+    UPDATE deposit_addresses AS d
+    SET leased_until = greatest(d.leased_until, u.expires_at + (d.leased_until - u.previous))
+    FROM unnest(
+        CAST(:session_ids AS text[]), CAST(:families AS text[]), CAST(:modes AS text[]),
+        CAST(:addresses AS text[]), CAST(:previous AS timestamptz[]),
+        CAST(:expires AS timestamptz[])
+    ) AS u(session_id, family, mode, address, previous, expires_at)
+    WHERE d.family = u.family AND d.mode = u.mode AND d.address = u.address
+      AND d.session_id = u.session_id AND d.leased_until IS NOT NULL
+      AND d.family = ANY(CAST(:family_set AS text[])) AND d.mode = ANY(CAST(:mode_set AS text[]))
+      AND d.address = ANY(CAST(:addresses AS text[]))
+    RETURNING d.session_id, d.leased_until
+    """
+)
+
+
+async def extend_leases(
+    conn: AsyncConnection, leases: Sequence[AddressLease]
+) -> dict[str, datetime]:
+    """Move each lease's end by as much as its session's ``expires_at`` moved (the watch grace
+    the api gave it stays the same); return the new ends by session id. A session without a
+    lease row (not allocated by the api) is left out."""
+    if not leases:
+        return {}
+    result = await conn.execute(
+        _EXTEND_LEASES,
+        {
+            **_key_sets(leases),
+            "session_ids": [x.session_id for x in leases],
+            "families": [x.family for x in leases],
+            "modes": [x.mode for x in leases],
+            "addresses": [x.address for x in leases],
+            "previous": [x.previous_expires_at for x in leases],
+            "expires": [x.expires_at for x in leases],
+        },
+    )
+    return {row.session_id: row.leased_until for row in result}

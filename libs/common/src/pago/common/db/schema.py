@@ -122,6 +122,12 @@ deposit_addresses = Table(
     Column("session_id", Text, comment="the session holding it now; NULL = free"),
     Column("leased_until", DateTime(timezone=True)),
     _created(),
+    Column(
+        "released_at",
+        DateTime(timezone=True),
+        comment="when its last session ended: the later of expires_at and the terminal "
+        "time; NULL while leased or never used",
+    ),
     UniqueConstraint("family", "mode", "address", name="uq_deposit_addresses_address"),
     Index(
         "ix_deposit_addresses_free",
@@ -130,6 +136,15 @@ deposit_addresses = Table(
         "mode",
         "id",
         postgresql_where=text("session_id IS NULL"),
+    ),
+    Index(
+        "ix_deposit_addresses_released",
+        "merchant_id",
+        "family",
+        "mode",
+        "released_at",
+        "id",
+        postgresql_where=text("source = 'pool' AND released_at IS NOT NULL"),
     ),
 )
 

@@ -5,19 +5,26 @@ fresh index from the xpub's Postgres sequence, so it has never been shown to any
 otherwise an address is leased from the imported pool (Solana always, any family optionally).
 An address is held by one session at a time: the lease row in ``deposit_addresses`` says which,
 and the database refuses two live sessions on one address (``uq_sessions_live_pay_address``).
+
+A pool address goes back into use only after a cool-down (``PAGO_ADDRESS_COOLDOWN_DAYS``,
+30 by default) counted from when its last session ended, never while a payment exception on
+one of its sessions is open, least recently used first. A pool with nothing to lease answers
+503 ``address_pool_exhausted`` rather than shortening the cool-down: a late payment for an old
+session, or a customer paying again from an address book, must not credit someone else.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.api.addresses import repository
 from pago.api.addresses.codec import MAX_INDEX, derivable, derive_address
+from pago.api.addresses.pool import POOL_EXHAUSTED, PoolRefiller
 from pago.api.errors import AddressPoolExhausted
 from pago.common.enums import ChainFamily, Mode
 
@@ -44,8 +51,13 @@ async def allocate(
     session_id: str,
     leased_until: datetime,
     now: datetime,
+    cooldown: timedelta,
+    refiller: PoolRefiller | None = None,
 ) -> Allocation:
-    """Lease an address to ``session_id`` until ``leased_until``, or ``AddressPoolExhausted``."""
+    """Lease an address to ``session_id`` until ``leased_until``, or ``AddressPoolExhausted``.
+
+    ``refiller`` (development only) tops an empty pool up with generated keys before giving up.
+    """
     if derivable(family):
         for _ in range(_DERIVE_ATTEMPTS):
             try:
@@ -78,25 +90,22 @@ async def allocate(
                 leased_until=leased_until,
             ):
                 return Allocation(derived, nxt.index)
-    address = await repository.lease_free(
+    address = await _lease_pooled(
         conn,
         merchant_id=merchant_id,
-        family=family.value,
-        mode=mode.value,
+        family=family,
+        mode=mode,
         session_id=session_id,
         leased_until=leased_until,
+        now=now,
+        cooldown=cooldown,
     )
-    if address is None:
-        address = await repository.lease_lapsed(
-            conn,
-            merchant_id=merchant_id,
-            family=family.value,
-            mode=mode.value,
-            session_id=session_id,
-            leased_until=leased_until,
-            now=now,
+    if address is None and refiller is not None and mode is Mode.TEST:
+        address = await _lease_refilled(
+            conn, refiller, merchant_id, family, session_id=session_id, leased_until=leased_until
         )
     if address is None:
+        POOL_EXHAUSTED.labels(family.value, mode.value).inc()
         log.warning(
             "deposit address pool exhausted",
             extra={"merchant_id": merchant_id, "family": family.value, "mode": mode.value},
@@ -107,3 +116,87 @@ async def allocate(
             retry_after=60,
         )
     return Allocation(address, None)
+
+
+async def _lease_refilled(
+    conn: AsyncConnection,
+    refiller: PoolRefiller,
+    merchant_id: str,
+    family: ChainFamily,
+    *,
+    session_id: str,
+    leased_until: datetime,
+) -> str | None:
+    """Development: lease from a pool that a concurrent create just refilled, or refill it."""
+
+    async def lease() -> str | None:
+        return await repository.lease_free(
+            conn,
+            merchant_id=merchant_id,
+            family=family.value,
+            mode=Mode.TEST.value,
+            session_id=session_id,
+            leased_until=leased_until,
+        )
+
+    await refiller.wait_for_refills(conn, merchant_id, family, Mode.TEST.value)
+    address = await lease()
+    if address is None and await refiller.refill(conn, merchant_id, family, Mode.TEST.value):
+        address = await lease()
+    return address
+
+
+async def _lease_pooled(
+    conn: AsyncConnection,
+    *,
+    merchant_id: str,
+    family: ChainFamily,
+    mode: Mode,
+    session_id: str,
+    leased_until: datetime,
+    now: datetime,
+    cooldown: timedelta,
+) -> str | None:
+    """A never-used pool address first, else the least recently used one that cooled down."""
+    address = await repository.lease_free(
+        conn,
+        merchant_id=merchant_id,
+        family=family.value,
+        mode=mode.value,
+        session_id=session_id,
+        leased_until=leased_until,
+    )
+    if address is not None:
+        return address
+    return await repository.lease_cooled(
+        conn,
+        merchant_id=merchant_id,
+        family=family.value,
+        mode=mode.value,
+        session_id=session_id,
+        leased_until=leased_until,
+        now=now,
+        cooldown=cooldown,
+    )
+
+
+async def release(
+    conn: AsyncConnection,
+    *,
+    session_id: str,
+    family: ChainFamily,
+    mode: Mode,
+    address: str,
+    expires_at: datetime,
+    now: datetime,
+) -> None:
+    """``session_id`` ended at ``now``: its address starts its cool-down."""
+    await repository.release(
+        conn,
+        session_id=session_id,
+        family=family.value,
+        mode=mode.value,
+        address=address,
+        expires_at=expires_at,
+        now=now,
+    )

@@ -10,6 +10,7 @@ Examples::
     KEY=$(pago-admin key create "$M" --mode test)
     pago-admin xpub register "$M" --family evm --mode test xpub6D…
     pago-admin pool import "$M" --family solana --mode test addresses.txt
+    pago-admin pool depth            # every pool: available, cooling, held, leased
 """
 
 from __future__ import annotations
@@ -242,6 +243,34 @@ async def _pool_status(conn: AsyncConnection, a: argparse.Namespace, s: AdminSet
     return rows if a.json else _table(rows, ("family", "mode", "total", "never_used"))
 
 
+_DEPTH_COLUMNS = (
+    "merchant_id",
+    "family",
+    "mode",
+    "available",
+    "cooling",
+    "held",
+    "leased",
+    "total",
+    "state",
+)
+
+
+async def _pool_depth(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    rows = await service.pool_depth(
+        conn, a.merchant, cooldown=s.address_cooldown, low_water=s.address_pool_low_water
+    )
+    if a.json:
+        return rows
+    for row in rows:
+        row["state"] = "xpub in use" if row["derived"] else "LOW" if row["low"] else "ok"
+    footer = (
+        f"cool-down {s.address_cooldown_days:g} days; low-water mark "
+        f"{s.address_pool_low_water} available"
+    )
+    return _table(rows, _DEPTH_COLUMNS) + "\n" + footer
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -339,6 +368,13 @@ def _parser() -> argparse.ArgumentParser:
     pimport.add_argument("--mode", required=True, choices=modes)
     pimport.add_argument("file", help="a file of addresses, or - for stdin")
     command(pool, "status", _pool_status, "count pool addresses").add_argument("merchant")
+    depth = command(
+        pool,
+        "depth",
+        _pool_depth,
+        "available, cooling, held and leased addresses of every pool (or one merchant's)",
+    )
+    depth.add_argument("merchant", nargs="?", help="only this merchant's pools")
     return parser
 
 

@@ -9,7 +9,7 @@ import decimal
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -360,3 +360,40 @@ async def import_pool(
 async def pool_status(conn: AsyncConnection, merchant_id: str) -> list[dict[str, Any]]:
     await _merchant(conn, merchant_id)
     return await repository.pool_status(conn, merchant_id)
+
+
+async def pool_depth(
+    conn: AsyncConnection,
+    merchant_id: str | None,
+    *,
+    cooldown: timedelta,
+    low_water: int,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Every pool's depth (or one merchant's), by the same rules the api leases with.
+
+    ``low`` marks a pool in use (no active xpub for its family and mode) with fewer available
+    addresses than ``low_water``; ``derived`` one that idles because an xpub serves creates.
+    """
+    if merchant_id is not None:
+        await _merchant(conn, merchant_id)
+    depths = await addresses.pool_depth(
+        conn, now=now or _now(), cooldown=cooldown, merchant_id=merchant_id
+    )
+    return [
+        {
+            "merchant_id": d.merchant_id,
+            "family": d.family,
+            "mode": d.mode,
+            "available": d.available,
+            "never_used": d.never_used,
+            "cooled": d.cooled,
+            "cooling": d.cooling,
+            "held": d.held,
+            "leased": d.leased,
+            "total": d.total,
+            "derived": d.derived,
+            "low": not d.derived and d.available < low_water,
+        }
+        for d in depths
+    ]

@@ -8,11 +8,12 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pago.api.addresses.settings import AddressPoolSettings
 from pago.common.errors import ConfigError
 from pago.common.settings import DEV_ONLY_PEPPER, Environment
 
 
-class AdminSettings(BaseSettings):
+class AdminSettings(AddressPoolSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAGO_", extra="ignore", frozen=True)
 
     env: Environment = Environment.DEVELOPMENT

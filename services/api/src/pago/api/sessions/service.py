@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pago.api import ids
 from pago.api.addresses import service as addresses
 from pago.api.addresses.codec import AddressError, normalize_address
+from pago.api.addresses.pool import PoolRefiller
 from pago.api.auth.principal import Principal
 from pago.api.errors import (
     InvalidRequest,
@@ -31,10 +32,11 @@ from pago.api.sessions.repository import ListFilter, OrderReference, Scope, Sess
 from pago.api.sessions.schemas import CreateSessionRequest, ListMeta, SessionList
 from pago.api.sessions.snapshot import build_snapshot
 from pago.common.enums import ChainFamily, Network, SessionStatus
-from pago.common.events import SessionCreated, SessionSnapshot, SessionUpdated, WatchAddress
+from pago.common.events import SessionCreated, SessionSnapshot, SessionUpdated
 from pago.common.networks import Registry
 from pago.common.outbox import OutboxMessage, enqueue
-from pago.common.topics import CHAIN_WATCHLIST, CHECKOUT_SESSIONS, watchlist_key
+from pago.common.topics import CHECKOUT_SESSIONS
+from pago.common.watchlist import watch_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +79,15 @@ class SessionService:
         pricing: PricingService,
         checkout_base_url: str,
         watch_grace: timedelta,
+        address_cooldown: timedelta,
+        pool_refiller: PoolRefiller | None = None,
     ) -> None:
         self._registry = registry
         self._pricing = pricing
         self._base_url = checkout_base_url
         self._watch_grace = watch_grace
+        self._cooldown = address_cooldown
+        self._refiller = pool_refiller
 
     def snapshot(
         self, record: SessionRecord, transactions: list[repository.TransactionRecord]
@@ -120,6 +126,8 @@ class SessionService:
             session_id=session_id,
             leased_until=watch_until,
             now=now,
+            cooldown=self._cooldown,
+            refiller=self._refiller,
         )
         sub = principal.sub_merchant
         record = SessionRecord(
@@ -160,21 +168,17 @@ class SessionService:
             occurred_at=now,
             session=snapshot,
         )
-        watch = WatchAddress(
-            network=body.network,
-            mode=mode,
-            address=allocation.address,
-            session_id=session_id,
-            watch_until=watch_until,
-        )
         await enqueue(
             conn,
             [
                 OutboxMessage.of(CHECKOUT_SESSIONS, session_id, created, created.type),
-                OutboxMessage.of(
-                    CHAIN_WATCHLIST,
-                    watchlist_key(body.network.value, mode.value, allocation.address),
-                    watch,
+                watch_address(
+                    network=body.network,
+                    mode=mode,
+                    address=allocation.address,
+                    session_id=session_id,
+                    watch_until=watch_until,
+                    created_at=now,
                 ),
             ],
         )
@@ -270,6 +274,15 @@ class SessionService:
                 code="session_not_pending",
             )
         now = _now()
+        await addresses.release(
+            conn,
+            session_id=session_id,
+            family=self._registry.network(record.network).family,
+            mode=principal.mode,
+            address=record.pay_address,
+            expires_at=record.expires_at,
+            now=now,
+        )
         expired = replace(record, status=SessionStatus.EXPIRED)
         transactions = await repository.transactions_of(conn, [session_id])
         snapshot = self.snapshot(expired, transactions.get(session_id, []))
