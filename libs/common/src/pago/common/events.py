@@ -33,11 +33,9 @@ from pago.common.enums import (
 SCHEMA_VERSION = 1
 """The major version of every event schema this code reads and writes."""
 
-_READ_TOLERANT = ConfigDict(frozen=True, extra="ignore")
-
 
 class Event(BaseModel):
-    model_config = _READ_TOLERANT
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     v: int = SCHEMA_VERSION
     """Major schema version; additive changes keep it."""
@@ -50,7 +48,7 @@ class Event(BaseModel):
 
 
 class PricingSnapshot(BaseModel):
-    model_config = _READ_TOLERANT
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     currency: str
     amount: str
@@ -58,7 +56,7 @@ class PricingSnapshot(BaseModel):
 
 
 class TransactionSnapshot(BaseModel):
-    model_config = _READ_TOLERANT
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     tx_hash: str
     amount: str
@@ -72,7 +70,7 @@ class TransactionSnapshot(BaseModel):
 class SessionSnapshot(BaseModel):
     """The session object exactly as the API returns it (IronixPay field names)."""
 
-    model_config = _READ_TOLERANT
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
     livemode: bool

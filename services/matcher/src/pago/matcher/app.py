@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
 from pago.common.deadletter import DeadLetterWriter
+from pago.common.events import SCHEMA_VERSION
 from pago.common.health import HealthServer
 from pago.common.redis import create_redis
 from pago.matcher import jobs
@@ -213,7 +214,10 @@ def create_app(
     port: Callable[[object], ConsumerPort] = port_for,
     clock: Callable[[], datetime] = utc_now,
     run_relay: bool | None = None,
+    schema_version: int = SCHEMA_VERSION,
 ) -> MatcherApp:
+    """The matcher's adapters; ``schema_version`` is the newest major event version it reads
+    (a test stands up "the next release" with it)."""
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="pago-matcher"
     )
@@ -227,6 +231,7 @@ def create_app(
         screener,
         matcher,
         deadletters=deadletters,
+        schema_version=schema_version,
         max_backoff=settings.retry_max_backoff,
         batch_size=settings.batch_size,
         port=port,

@@ -55,7 +55,7 @@ from pago.common.deadletter import (
     header,
     is_poison,
 )
-from pago.common.events import TransferObserved
+from pago.common.events import SCHEMA_VERSION, TransferObserved
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.matcher import metrics
 from pago.matcher.aml.screener import Screener
@@ -150,6 +150,7 @@ class TransferBatchHandler:
         matcher: TransferMatcher,
         *,
         deadletters: DeadLetterSink,
+        schema_version: int = SCHEMA_VERSION,
         max_backoff: float = 30.0,
         first_backoff: float = FIRST_BACKOFF,
         batch_size: int = 1000,
@@ -162,6 +163,7 @@ class TransferBatchHandler:
         self._screener = screener
         self._matcher = matcher
         self._deadletters = deadletters
+        self._schema_version = schema_version
         self._isolate = False
         """Set after a batch failed with a poison error: the next one is applied a record at a
         time, so only the record that causes it is dead-lettered."""
@@ -203,7 +205,8 @@ class TransferBatchHandler:
                 event_type = header(record, "event_type")
                 if event_type not in (None, TRANSFER_OBSERVED):
                     raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
-                transfers.append((record, decode(record, TransferObserved.model_validate_json)))
+                read = TransferObserved.model_validate_json
+                transfers.append((record, decode(record, read, supported=self._schema_version)))
             except Rejected as rejected:
                 metrics.INVALID_TRANSFERS.labels(rejected.reason.value).inc()
                 letters.append(DeadLetter.of(record, rejected))

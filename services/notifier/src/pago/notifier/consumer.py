@@ -60,8 +60,13 @@ FIRST_BACKOFF = 0.5
 """Seconds before the first retry of a failed batch."""
 
 FanOutFn = Callable[[AsyncConnection, Sequence[AnySessionEvent]], Awaitable[FanOut]]
-EVENT_TYPES = frozenset(t.__name__.encode() for t in get_args(AnySessionEvent))
-"""The ``event_type`` headers of ``checkout.sessions`` this notifier reads (absent: any)."""
+EVENT_TYPES = frozenset(
+    name.encode()
+    for t in get_args(AnySessionEvent)
+    for name in (t.__name__, t.model_fields["type"].default)
+)
+"""The ``event_type`` headers of ``checkout.sessions`` this notifier reads, spelled as the outbox
+writes them (the class name) or as the event's ``type``; a record without the header is read."""
 
 
 class ConsumerPort(Protocol):
