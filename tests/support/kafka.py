@@ -122,3 +122,21 @@ async def dead_letters(
         keep=lambda _: True,
     )
     return [r for r in records if of_origin(r)]
+
+
+async def caught_up(
+    bootstrap_servers: str, group_id: str, topic: str, *, timeout: float = 20.0
+) -> dict[int, int | None]:
+    """Wait until ``group_id``'s committed offset of every partition of ``topic`` is the
+    partition's end offset (the group has processed and committed everything); return them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        committed = await committed_offsets(bootstrap_servers, group_id, topic)
+        ends = await end_offsets(bootstrap_servers, topic)
+        if all(
+            committed[p] == end or (end == 0 and committed[p] is None) for p, end in ends.items()
+        ):
+            return committed
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{group_id} committed {committed}; the ends are {ends}")
+        await asyncio.sleep(0.1)

@@ -32,7 +32,8 @@ from pago.devstack.redis_server import RedisServer
 from pago.matcher.app import MatcherApp, create_app
 from tests.integration.matcher.conftest import eventually, matcher_settings, publish
 from tests.integration.matcher.support import USDT, SessionSpec, new_session, session_row, transfer
-from tests.support.kafka import committed_offsets, dead_letters, end_offsets, header_value
+from tests.support.kafka import caught_up as wait_caught_up
+from tests.support.kafka import dead_letters, end_offsets, header_value
 from tests.support.pg_proxy import PostgresProxy
 
 
@@ -53,24 +54,7 @@ async def send_raw(
 
 
 async def caught_up(kafka: KafkaServer, group_id: str) -> dict[int, int | None]:
-    """Wait until the group's committed offset of every partition is the partition's end."""
-
-    async def both() -> tuple[dict[int, int | None], dict[int, int]]:
-        return (
-            await committed_offsets(kafka.bootstrap_servers, group_id, CHAIN_TRANSFERS),
-            await end_offsets(kafka.bootstrap_servers, CHAIN_TRANSFERS),
-        )
-
-    def at_end(pair: tuple[dict[int, int | None], dict[int, int]]) -> bool:
-        committed, ends = pair
-        return all(
-            committed[p] == end or (end == 0 and committed[p] is None) for p, end in ends.items()
-        )
-
-    committed, _ = await eventually(
-        both, at_end, timeout=20, what="the committed offsets to reach the end of every partition"
-    )
-    return committed
+    return await wait_caught_up(kafka.bootstrap_servers, group_id, CHAIN_TRANSFERS)
 
 
 def _metric(name: str) -> float:
