@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from typing import Any, Protocol, TypeVar
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy import exc as sa_exc
 
 from pago.common.events import SCHEMA_VERSION
 from pago.common.kafka import create_producer
@@ -161,14 +161,21 @@ def _diagnose(value: bytes, exc: ValidationError, supported: int) -> Rejected:
     return Rejected(Reason.INVALID, json.dumps(errors, default=str))
 
 
-def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
+def _sqlalchemy_errors() -> Any:
+    """``sqlalchemy.exc`` if this process uses SQLAlchemy (the watcher does not: an error can
+    only be one of its classes once it is imported, so it is never imported here)."""
+    return sys.modules.get("sqlalchemy.exc")
+
+
+def _sqlstate(exc: Any) -> str | None:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return code if isinstance(code, str) and len(code) == 5 else None
 
 
 def describe(exc: BaseException) -> str:
     """The error in one line, without the SQL statement and its parameters."""
-    if isinstance(exc, sa_exc.DBAPIError):
+    sa_exc = _sqlalchemy_errors()
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
         return f"{type(exc).__name__} (SQLSTATE {_sqlstate(exc)}): {exc.orig}"
     return f"{type(exc).__name__}: {exc}"
 
@@ -182,7 +189,8 @@ def is_poison(exc: BaseException) -> bool:
     timeout, a deadlock or serialization failure, a Kafka or Redis error, an unknown error — is
     transient: retrying the same record may succeed, so it must never be dead-lettered.
     """
-    if isinstance(exc, sa_exc.DBAPIError):
+    sa_exc = _sqlalchemy_errors()
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return False
         # asyncpg's adapter reports most server errors as a bare DBAPIError: go by SQLSTATE.
@@ -190,7 +198,7 @@ def is_poison(exc: BaseException) -> bool:
         if sqlstate is not None:
             return sqlstate[:2] in POISON_SQLSTATE_CLASSES
         return isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError)
-    if isinstance(exc, sa_exc.StatementError):
+    if sa_exc is not None and isinstance(exc, sa_exc.StatementError):
         return exc.orig is not None and is_poison(exc.orig)
     if isinstance(exc, OSError):  # connections, timeouts
         return False
