@@ -33,24 +33,12 @@ from tests.integration.notifier.support import (
     publish,
     seed_endpoint,
     seed_merchant,
+    settle,
     updated,
 )
 from tests.support.kafka import caught_up
 
 pytestmark = pytest.mark.usefixtures("notifier")
-
-
-async def settle(engine: AsyncEngine, endpoint_id: str, count: int, timeout: float = 10) -> None:
-    """Until ``count`` deliveries of the endpoint are no longer pending."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await deliveries(engine, endpoint_id)
-        done = [r for r in rows if r["status"] != DeliveryStatus.PENDING]
-        if len(done) >= count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(done)} of {count} deliveries settled: {rows}")
-        await asyncio.sleep(0.05)
 
 
 class TestFanOut:

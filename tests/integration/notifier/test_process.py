@@ -31,6 +31,7 @@ from tests.integration.notifier.support import (
     publish,
     seed_endpoint,
     seed_merchant,
+    settle,
     updated,
 )
 from tests.support.kafka import caught_up
@@ -92,16 +93,6 @@ class NotifierProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._reader.join(timeout=5)
-
-
-async def settled(engine: AsyncEngine, endpoint_id: str, count: int) -> None:
-    """Until the endpoint has ``count`` deliveries and none is pending."""
-    for _ in range(400):
-        rows = await deliveries(engine, endpoint_id)
-        if len(rows) >= count and all(r["status"] != DeliveryStatus.PENDING for r in rows):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"deliveries of {endpoint_id} never settled: {rows}")
 
 
 @pytest.fixture
@@ -169,8 +160,8 @@ async def test_every_event_reaches_every_endpoint_once_across_a_restart(
     # the end of the topic) and no delivery is left to send.
     group = notifier_env["PAGO_NOTIFIER_GROUP_ID"]
     await caught_up(notifier_env["KAFKA_BOOTSTRAP_SERVERS"], group, CHECKOUT_SESSIONS)
-    await settled(db, a_id, 16)
-    await settled(db, b_id, 26)
+    await settle(db, a_id, 16)
+    await settle(db, b_id, 26)
     assert await second.terminate() == 0
 
     for path in ("/a", "/b"):
