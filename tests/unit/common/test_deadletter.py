@@ -129,3 +129,12 @@ def test_letters_carry_the_original_and_replay_reads_one_per_record() -> None:
     assert letters[0].headers == (("event_type", b"X"),)
     assert letters[0].origin == ("chain.watchlist", 3, 7)
     assert [x.offset for x in distinct(letters)] == [2]
+
+
+def test_the_replay_command_is_installed_with_pago_common() -> None:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[3] / "libs" / "common" / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts["pago-dlq"] == "pago.common.deadletter.__main__:main"
