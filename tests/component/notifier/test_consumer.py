@@ -198,3 +198,28 @@ class TestHandle:
         await consume.handle(batch, object())  # the same records, come round again
         assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 5): 101}]
         assert port.stored_at_commit == [1]
+
+    async def test_a_poison_event_is_isolated_and_dead_lettered_the_rest_fan_out(
+        self, db: AsyncEngine
+    ) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        good, bad, also = (updated(merchant, SessionStatus.PAID) for _ in range(3))
+
+        async def choking(conn: AsyncConnection, batch: Sequence[AnySessionEvent]) -> FanOut:
+            # The fan-out's own writes are real; this event's data makes it raise every time.
+            result = await fan_out(conn, batch)
+            if any(e.event_id == bad.event_id for e in batch):
+                raise ValueError("a value this event carries cannot be stored")
+            return result
+
+        port, woken, letters = RecordingPort(db), list[int](), Letters()
+        consume = handler(db, port, woken, choking, letters)
+        batch = records([good, bad, also], partition=4)
+        await consume.handle(batch, object())
+        assert (port.commits, letters.sent, await count(db)) == ([], [], 0)
+        await consume.handle(batch, object())  # the rewound batch, one event at a time
+        assert [(x.record.offset, x.reason) for x in letters.sent] == [(101, Reason.POISON)]
+        assert "ValueError" in letters.sent[0].detail
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 4): 103}]
+        assert port.stored_at_commit == [2]

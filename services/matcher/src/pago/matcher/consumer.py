@@ -208,7 +208,6 @@ class TransferBatchHandler:
                 read = TransferObserved.model_validate_json
                 transfers.append((record, decode(record, read, supported=self._schema_version)))
             except Rejected as rejected:
-                metrics.INVALID_TRANSFERS.labels(rejected.reason.value).inc()
                 letters.append(DeadLetter.of(record, rejected))
         return transfers, letters
 
@@ -282,6 +281,8 @@ class TransferBatchHandler:
             return
         self._isolate = False
         self._backoff = self._first_backoff
+        for letter in letters:
+            metrics.INVALID_TRANSFERS.labels(letter.reason.value).inc()
         metrics.BATCH_RECORDS.observe(len(batch))
         try:
             await port.commit(_span(batch)[1])

@@ -161,7 +161,6 @@ class SessionEventHandler:
                     raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
                 events.append((record, decode(record, SESSION_EVENT_ADAPTER.validate_json)))
             except Rejected as rejected:
-                metrics.EVENTS.labels("invalid").inc()
                 letters.append(DeadLetter.of(record, rejected))
         return events, letters
 
@@ -193,6 +192,8 @@ class SessionEventHandler:
             if self._isolate:
                 result, poisoned = await self._store_one_by_one(pairs)
                 letters += poisoned
+                gone = {id(letter.record) for letter in poisoned}
+                events = [event for record, event in pairs if id(record) not in gone]
             else:
                 result = await self._store(events)
             # Acknowledged before the offsets move past them; if this fails the batch comes
