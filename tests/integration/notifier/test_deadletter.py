@@ -4,23 +4,31 @@ holds are exactly the last processed offset + 1."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.deadletter import H_CONSUMER, H_REASON
+from pago.common.deadletter.replay import read_letters
 from pago.common.enums import SessionStatus
 from pago.common.events import AnySessionEvent
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
-from pago.notifier.app import NotifierApp
+from pago.devstack.postgres import Database
+from pago.devstack.redis_server import RedisServer
+from pago.notifier.app import NotifierApp, create_app
+from tests.integration.notifier.conftest import fake_resolver, notifier_settings
 from tests.integration.notifier.receiver import Receiver, verify
 from tests.integration.notifier.support import seed_endpoint, seed_merchant, updated
 from tests.support.kafka import caught_up as wait_caught_up
 from tests.support.kafka import dead_letters, end_offsets, header_value
+from tests.support.pg_proxy import PostgresProxy
 
 pytestmark = pytest.mark.usefixtures("notifier")
 
@@ -116,3 +124,50 @@ async def test_the_broker_holds_the_last_processed_offset_plus_one(
             assert committed[partition] == offset + 1
         else:
             assert (committed[partition] or 0) > offset + 1
+
+
+async def test_a_postgres_outage_is_retried_never_dead_lettered(
+    db: AsyncEngine,
+    hooks: Receiver,
+    producer: AIOKafkaProducer,
+    kafka: KafkaServer,
+    database: Database,
+    redis_server: RedisServer,
+) -> None:
+    merchant = await seed_merchant(db)
+    await seed_endpoint(db, merchant, hooks.url("/outage"))
+    proxy = PostgresProxy(database)
+    await proxy.start()
+    settings = notifier_settings(
+        database,
+        redis_server,
+        kafka,
+        database_url=proxy.url,
+        group_id=f"notifier-outage-{uuid.uuid4().hex[:8]}",
+    )
+    app = create_app(settings, resolver=fake_resolver)
+    await app.start()
+    try:
+        await caught_up(kafka, settings.group_id)  # what earlier tests left is behind it
+        failures = _batch_failures()
+        await proxy.cut()
+        event = updated(merchant, SessionStatus.PAID)
+        sent = await send_event(producer, event)
+        for _ in range(600):  # the batch fails against the cut database, twice
+            if _batch_failures() >= failures + 2:
+                break
+            await asyncio.sleep(0.05)
+        assert _batch_failures() >= failures + 2, "the outage never failed a batch"
+        await proxy.restore()
+        await hooks.wait_for(lambda r: len(r.at("/outage")) >= 1, timeout=30)
+        await caught_up(kafka, settings.group_id)
+    finally:
+        await app.stop()
+        await proxy.stop()
+    letters = await read_letters(kafka.bootstrap_servers)
+    origin = (CHECKOUT_SESSIONS, sent.partition, sent.offset)
+    assert not [x for x in letters if x.origin == origin], "a transient failure was dead-lettered"
+
+
+def _batch_failures() -> float:
+    return REGISTRY.get_sample_value("pago_notifier_batch_failures_total") or 0.0
