@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,18 @@ def _pair(
         b.close()
         raise
     return leader, standby
+
+
+@pytest.fixture(autouse=True)
+async def _no_lease_left_behind(redis_server: RedisServer) -> AsyncIterator[None]:
+    """A replica killed at the end of a test leaves its lease to lapse (60 s here): the next
+    watcher of this network × mode on the run's Redis would stand by until then."""
+    yield
+    redis: Redis = create_redis(redis_server.url)
+    try:
+        await redis.delete(f"pago:watcher:lease:{NETWORK}:{MODE}")
+    finally:
+        await redis.aclose()
 
 
 def _confirmed(tx: str):  # type: ignore[no-untyped-def]
