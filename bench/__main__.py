@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bench import (
+    kafka_mock,
     matcher_drain,
     notifier_fanout,
     outbox_relay,
@@ -26,6 +27,7 @@ BENCHES: dict[str, Bench] = {
     "notifier_fanout": notifier_fanout.run,
     "tron_watcher": tron_watcher.run,
     "solana_watcher": solana_watcher.run,
+    "kafka_mock": kafka_mock.run,
 }
 
 

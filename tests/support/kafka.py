@@ -15,10 +15,12 @@ async def read_topic(
     until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     key_prefix: str = "",
     timeout: float = 30.0,
+    keep: Callable[[ConsumerRecord[bytes, bytes]], bool] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning (every partition) until ``until(records)`` holds.
 
-    Only records whose key starts with ``key_prefix`` are kept. Raises ``TimeoutError`` with what
+    Only records whose key starts with ``key_prefix`` are kept (or, given ``keep``, those it
+    accepts: also records without a key). Raises ``TimeoutError`` with what
     was read so far, so a failing test says how far it got.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
@@ -38,7 +40,103 @@ async def read_topic(
                 raise TimeoutError(f"read {len(records)} records from {topic} before timing out")
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
-                records.extend(r for r in recs if r.key is not None and r.key.startswith(prefix))
+                if keep is not None:
+                    records.extend(r for r in recs if keep(r))
+                else:
+                    records.extend(
+                        r for r in recs if r.key is not None and r.key.startswith(prefix)
+                    )
         return records
     finally:
         await consumer.stop()
+
+
+async def committed_offsets(
+    bootstrap_servers: str, group_id: str, topic: str
+) -> dict[int, int | None]:
+    """What the broker holds as ``group_id``'s committed offset of each partition of ``topic``
+    (``None``: nothing committed). Read without joining the group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    """The offset the next record of each partition of ``topic`` will get."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: ends[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def header_value(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    return next((v.decode() for k, v in record.headers or () if k == name), None)
+
+
+async def dead_letters(
+    bootstrap_servers: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timeout: float = 30.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The letters in ``pago.deadletter`` for the record at ``topic[partition]@offset``: waits
+    for at least one (raises ``TimeoutError`` otherwise)."""
+    from pago.common.deadletter import H_OFFSET, H_PARTITION, H_TOPIC
+    from pago.common.topics import DEADLETTER
+
+    def of_origin(r: ConsumerRecord[bytes, bytes]) -> bool:
+        return (
+            header_value(r, H_TOPIC),
+            header_value(r, H_PARTITION),
+            header_value(r, H_OFFSET),
+        ) == (
+            topic,
+            str(partition),
+            str(offset),
+        )
+
+    records = await read_topic(
+        bootstrap_servers,
+        DEADLETTER,
+        until=lambda rs: any(of_origin(r) for r in rs),
+        timeout=timeout,
+        keep=lambda _: True,
+    )
+    return [r for r in records if of_origin(r)]
+
+
+async def caught_up(
+    bootstrap_servers: str, group_id: str, topic: str, *, timeout: float = 20.0
+) -> dict[int, int | None]:
+    """Wait until ``group_id``'s committed offset of every partition of ``topic`` is the
+    partition's end offset (the group has processed and committed everything); return them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        committed = await committed_offsets(bootstrap_servers, group_id, topic)
+        ends = await end_offsets(bootstrap_servers, topic)
+        if all(
+            committed[p] == end or (end == 0 and committed[p] is None) for p, end in ends.items()
+        ):
+            return committed
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{group_id} committed {committed}; the ends are {ends}")
+        await asyncio.sleep(0.1)

@@ -7,6 +7,7 @@ failed batch rewound rather than skipped, redeliveries that change nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pago.common.deadletter import H_DETAIL, H_REASON, H_TOPIC, DeadLetterWriter
 from pago.common.enums import SessionStatus, TransactionStatus, TransferStage
 from pago.common.events import (
     ChainScanned,
@@ -25,7 +27,8 @@ from pago.common.events import (
     SessionUpdated,
     TransferObserved,
 )
-from pago.common.topics import CHAIN_TRANSFERS
+from pago.common.topics import CHAIN_TRANSFERS, DEADLETTER
+from pago.devstack.kafka_mock import KafkaServer
 from pago.matcher.aml.screener import Sender
 from pago.matcher.consumer import TransferBatchHandler, build_broker
 from pago.matcher.domain import AmlVerdict
@@ -42,8 +45,20 @@ from tests.integration.matcher.support import (
     transactions,
     transfer,
 )
+from tests.support.kafka import header_value, read_topic
 
 TP0 = TopicPartition(CHAIN_TRANSFERS, 0)
+DLQ_LABELS = {"topic": CHAIN_TRANSFERS, "consumer": "pago-matcher-component"}
+
+
+async def letters_with(kafka: KafkaServer, value: bytes) -> list[ConsumerRecord[bytes, bytes]]:
+    """The dead letters carrying ``value`` (waits for one)."""
+    return await read_topic(
+        kafka.bootstrap_servers,
+        DEADLETTER,
+        until=lambda rs: any(r.value == value for r in rs),
+        keep=lambda r: r.value == value,
+    )
 
 
 @dataclass
@@ -100,16 +115,29 @@ class Harness:
     provider: FakeProvider
     handler: TransferBatchHandler
 
-    async def deliver(self, *transfers: TransferObserved | bytes) -> None:
+    async def deliver(
+        self, *transfers: TransferObserved | bytes, headers: dict[str, str] | None = None
+    ) -> None:
         """One poll's batch, as the subscriber would receive it."""
         await self.broker.publish_batch(
             *(t if isinstance(t, bytes) else t.to_bytes() for t in transfers),
             topic=CHAIN_TRANSFERS,
+            headers=headers,
         )
 
 
 @pytest.fixture
-async def harness(db: AsyncEngine) -> AsyncIterator[Harness]:
+async def deadletters(kafka: KafkaServer) -> AsyncIterator[DeadLetterWriter]:
+    writer = DeadLetterWriter.create(kafka.bootstrap_servers, "pago-matcher-component")
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+
+
+@pytest.fixture
+async def harness(db: AsyncEngine, deadletters: DeadLetterWriter) -> AsyncIterator[Harness]:
     offsets = RecordingPort(db)
     matcher = CrashingMatcher(checkout_base_url=BASE_URL)
     provider = FakeProvider()
@@ -117,6 +145,7 @@ async def harness(db: AsyncEngine) -> AsyncIterator[Harness]:
         db,
         screener(provider),
         matcher,
+        deadletters=deadletters,
         first_backoff=0.001,
         max_backoff=0.001,
         port=lambda _consumer: offsets,
@@ -256,16 +285,86 @@ class TestAcknowledgement:
         assert harness.offsets.commits == [], "committed past a batch it could not rewind"
         assert await transactions(db, session.id) == []
 
-    async def test_a_record_that_is_not_a_transfer_is_skipped_and_committed(
+    async def test_a_record_that_is_not_a_transfer_is_dead_lettered_then_committed(
+        self, db: AsyncEngine, harness: Harness, kafka: KafkaServer
+    ) -> None:
+        session = await new_session(db)
+        garbage = f'{{"not": "a transfer {session.id}"}}'.encode()
+        before = _metric("pago_deadletter_records_total", **DLQ_LABELS, reason="invalid")
+
+        await harness.deliver(garbage, transfer(session, 10 * USDT))
+
+        assert (await session_row(db, session.id))["status"] == SessionStatus.PAID
+        [letter] = await letters_with(kafka, garbage)
+        assert header_value(letter, H_REASON) == "invalid"
+        assert header_value(letter, H_TOPIC) == CHAIN_TRANSFERS
+        assert "missing" in (header_value(letter, H_DETAIL) or "")
+        assert _metric("pago_deadletter_records_total", **DLQ_LABELS, reason="invalid") == (
+            before + 1
+        )
+        assert harness.offsets.commits == [{TP0: 1}]
+
+    async def test_an_added_field_is_read_not_refused(
         self, db: AsyncEngine, harness: Harness
     ) -> None:
         session = await new_session(db)
-        before = _metric("pago_matcher_invalid_transfers_total", reason="unparseable")
+        body = json.loads(transfer(session, 10 * USDT).to_bytes())
+        body["memo"] = "a field of a newer watcher"
 
-        await harness.deliver(b'{"not": "a transfer"}', transfer(session, 10 * USDT))
+        await harness.deliver(json.dumps(body).encode())
 
         assert (await session_row(db, session.id))["status"] == SessionStatus.PAID
-        assert _metric("pago_matcher_invalid_transfers_total", reason="unparseable") == before + 1
+
+    @pytest.mark.parametrize(
+        ("headers", "field_v", "reason"),
+        [
+            ({"v": "2", "event_type": "TransferObserved"}, 1, "unsupported_version"),
+            ({"event_type": "TransferObserved"}, 2, "unsupported_version"),
+            ({"event_type": "TransferRefunded"}, 1, "unknown_event_type"),
+        ],
+    )
+    async def test_a_record_it_cannot_read_is_dead_lettered_not_guessed_at(
+        self,
+        db: AsyncEngine,
+        harness: Harness,
+        kafka: KafkaServer,
+        headers: dict[str, str],
+        field_v: int,
+        reason: str,
+    ) -> None:
+        session = await new_session(db)
+        value = transfer(session, 10 * USDT).model_copy(update={"v": field_v}).to_bytes()
+
+        await harness.deliver(value, headers=headers)
+
+        [letter] = await letters_with(kafka, value)
+        assert header_value(letter, H_REASON) == reason
+        assert header_value(letter, "event_type") == headers["event_type"]  # original headers
+        assert (await session_row(db, session.id))["status"] == SessionStatus.PENDING
+        assert harness.offsets.commits == [{TP0: 1}]
+
+    async def test_a_poison_transfer_is_isolated_and_dead_lettered_the_rest_applies(
+        self, db: AsyncEngine, harness: Harness, kafka: KafkaServer
+    ) -> None:
+        good, bad = await new_session(db), await new_session(db)
+        # Valid as an event, but no NUMERIC(78,0) column holds it: Postgres refuses it every time.
+        poison = transfer(bad, 10**80)
+        before = _metric("pago_deadletter_records_total", **DLQ_LABELS, reason="poison")
+
+        await harness.deliver(transfer(good, 4 * USDT), poison, transfer(good, 6 * USDT))
+        assert harness.offsets.commits == [], "a failed batch must not commit"
+        await harness.deliver(transfer(good, 4 * USDT), poison, transfer(good, 6 * USDT))
+
+        [letter] = await letters_with(kafka, poison.to_bytes())
+        assert header_value(letter, H_REASON) == "poison"
+        detail = header_value(letter, H_DETAIL) or ""
+        assert "SQLSTATE 22003" in detail
+        assert "numeric field overflow" in detail
+        assert (await session_row(db, good.id))["status"] == SessionStatus.PAID
+        assert await transactions(db, bad.id) == []
+        assert _metric("pago_deadletter_records_total", **DLQ_LABELS, reason="poison") == (
+            before + 1
+        )
         assert harness.offsets.commits == [{TP0: 1}]
 
     async def test_a_transfer_to_an_unknown_address_is_counted_and_committed(

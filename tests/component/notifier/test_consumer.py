@@ -1,20 +1,23 @@
 """The checkout.sessions handler over real Postgres, Kafka replaced by a recording port.
 
 What it pins down: deliveries are committed before offsets move; a failed batch is rewound and
-commits nothing; a record that is not a session event is skipped (logged), not a roadblock; a
-redelivered batch creates no second delivery.
+commits nothing; a record that is not a session event is dead-lettered, not a roadblock (and an
+added field is no reason to refuse one); a redelivered batch creates no second delivery.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.common.db.schema import webhook_deliveries
+from pago.common.deadletter import DeadLetter, Reason
 from pago.common.enums import SessionStatus
 from pago.common.events import AnySessionEvent
 from pago.common.topics import CHECKOUT_SESSIONS
@@ -63,12 +66,30 @@ async def count(engine: AsyncEngine) -> int:
         )
 
 
+class Letters:
+    """Dead letters as the handler hands them over (the Kafka side is tested with the app)."""
+
+    def __init__(self) -> None:
+        self.sent: list[DeadLetter] = []
+        self.fail = False
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        if self.fail:
+            raise KafkaConnectionError("the broker is unreachable")
+        self.sent.extend(letters)
+
+
 def handler(
-    engine: AsyncEngine, port: RecordingPort, woken: list[int], fan_out: FanOutFn = fan_out
+    engine: AsyncEngine,
+    port: RecordingPort,
+    woken: list[int],
+    fan_out: FanOutFn = fan_out,
+    letters: Letters | None = None,
 ) -> SessionEventHandler:
     return SessionEventHandler(
         engine,
         on_stored=lambda: woken.append(1),
+        deadletters=letters or Letters(),
         first_backoff=0.01,
         max_backoff=0.01,
         port=lambda _: port,
@@ -106,19 +127,53 @@ class TestHandle:
         assert port.stored_at_commit == [1, 1]
         assert woken == [1]  # nothing new the second time: the worker is not woken
 
-    async def test_a_record_that_is_no_session_event_is_skipped(self, db: AsyncEngine) -> None:
+    async def test_a_record_that_is_no_session_event_is_dead_lettered(
+        self, db: AsyncEngine
+    ) -> None:
         merchant = await seed_merchant(db)
         await seed_endpoint(db, merchant, "https://shop.example/a")
-        port, woken = RecordingPort(db), list[int]()
+        port, woken, letters = RecordingPort(db), list[int](), Letters()
         good = updated(merchant, SessionStatus.PAID)
         batch = [
             record(0, 7, b"not json"),
-            record(0, 8, b'{"type": "session.exploded", "v": 9}'),
-            record(0, 9, good.to_bytes()),
+            record(0, 8, b'{"type": "session.exploded", "v": 1}'),
+            record(0, 9, good.to_bytes().replace(b'"v":1', b'"v":2')),
+            record(0, 10, good.to_bytes()),
         ]
-        await handler(db, port, woken).handle(batch, object())
-        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 0): 10}]
+        await handler(db, port, woken, letters=letters).handle(batch, object())
+        assert [(x.record.offset, x.reason) for x in letters.sent] == [
+            (7, Reason.UNDECODABLE),
+            (8, Reason.INVALID),
+            (9, Reason.UNSUPPORTED_VERSION),
+        ]
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 0): 11}]
         assert port.stored_at_commit == [1]
+
+    async def test_an_added_field_is_read_not_refused(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        port, woken, letters = RecordingPort(db), list[int](), Letters()
+        body = json.loads(updated(merchant, SessionStatus.PAID).to_bytes())
+        body["refund_policy"] = "a field of a newer api"
+        body["session"]["tax_amount"] = "0.10"
+        await handler(db, port, woken, letters=letters).handle(
+            [record(0, 3, json.dumps(body).encode())], object()
+        )
+        assert letters.sent == []
+        assert port.stored_at_commit == [1]
+
+    async def test_offsets_wait_for_the_dead_letters_ack(self, db: AsyncEngine) -> None:
+        port, woken, letters = RecordingPort(db), list[int](), Letters()
+        letters.fail = True
+        consume = handler(db, port, woken, letters=letters)
+        batch = [record(2, 40, b"garbage")]
+        await consume.handle(batch, object())
+        assert port.commits == []
+        assert port.rewinds == [{TopicPartition(CHECKOUT_SESSIONS, 2): 40}]
+        letters.fail = False
+        await consume.handle(batch, object())
+        assert [x.record.offset for x in letters.sent] == [40]
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 2): 41}]
 
     async def test_a_failed_batch_is_rewound_and_commits_nothing(self, db: AsyncEngine) -> None:
         merchant = await seed_merchant(db)
@@ -143,3 +198,28 @@ class TestHandle:
         await consume.handle(batch, object())  # the same records, come round again
         assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 5): 101}]
         assert port.stored_at_commit == [1]
+
+    async def test_a_poison_event_is_isolated_and_dead_lettered_the_rest_fan_out(
+        self, db: AsyncEngine
+    ) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+        good, bad, also = (updated(merchant, SessionStatus.PAID) for _ in range(3))
+
+        async def choking(conn: AsyncConnection, batch: Sequence[AnySessionEvent]) -> FanOut:
+            # The fan-out's own writes are real; this event's data makes it raise every time.
+            result = await fan_out(conn, batch)
+            if any(e.event_id == bad.event_id for e in batch):
+                raise ValueError("a value this event carries cannot be stored")
+            return result
+
+        port, woken, letters = RecordingPort(db), list[int](), Letters()
+        consume = handler(db, port, woken, choking, letters)
+        batch = records([good, bad, also], partition=4)
+        await consume.handle(batch, object())
+        assert (port.commits, letters.sent, await count(db)) == ([], [], 0)
+        await consume.handle(batch, object())  # the rewound batch, one event at a time
+        assert [(x.record.offset, x.reason) for x in letters.sent] == [(101, Reason.POISON)]
+        assert "ValueError" in letters.sent[0].detail
+        assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 4): 103}]
+        assert port.stored_at_commit == [2]

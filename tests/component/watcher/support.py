@@ -109,6 +109,16 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+def caught_up_to(app: WatcherApp, head: int) -> bool:
+    """Whether the leader has seen ``head`` and published everything it allows: every
+    detection up to it, every confirmation up to its confirmable block (the cursor's there)."""
+    status = app.status()
+    seen, cursor, confirmable = status.get("head"), status.get("cursor"), status.get("confirmable")
+    if not (isinstance(seen, int) and isinstance(cursor, int) and isinstance(confirmable, int)):
+        return False
+    return seen >= head and cursor >= confirmable
+
+
 # -- the watchlist ------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from tests.component.watcher.support import (
     Payment,
     assert_cursor_never_ahead,
     by_stage,
+    caught_up_to,
     dump,
     eventually,
     identity,
@@ -226,14 +227,16 @@ class TestScan:
             start_block=anvil.web3.eth.block_number + 1,
             confirm_at=confirm_at,
         )
-        async with running(create_app(settings)):
+        async with running(create_app(settings)) as app:
             (tx,) = await asyncio.to_thread(
                 pay_in_one_block, anvil, [Payment("USDC", 2, address, 9)]
             )
             await asyncio.to_thread(anvil.mine, 10)
             (detected,) = await read_transfers(kafka, lambda f: len(f) >= 1)
             assert detected.stage is TransferStage.DETECTED
-            await asyncio.sleep(0.5)
+            # The scanner has seen the head and published every confirmation that head allows.
+            head = anvil.web3.eth.block_number
+            await eventually(lambda: caught_up_to(app, head), what="the scan to catch up")
             assert len(transfers_of(await read_all(kafka, CHAIN_TRANSFERS))) == 1, "not final"
             await asyncio.to_thread(anvil.mine, 60)
             seen = await read_transfers(kafka, lambda f: len(f) >= 2)

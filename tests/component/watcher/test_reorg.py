@@ -20,6 +20,7 @@ from tests.component.watcher.support import (
     MODE,
     NETWORK,
     Payment,
+    caught_up_to,
     chains_file,
     dump,
     eventually,
@@ -64,7 +65,7 @@ class TestReorg:
         settings = watcher_settings(
             kafka, redis_server.url, chains, start_block=anvil.web3.eth.block_number + 1
         )
-        async with running(create_app(settings)):
+        async with running(create_app(settings)) as app:
             snapshot = _rpc(anvil, "evm_snapshot")
             (tx_gone,) = await asyncio.to_thread(
                 pay_in_one_block, anvil, [Payment("USDT", 1, gone, 11)]
@@ -91,7 +92,10 @@ class TestReorg:
                 } <= stages
 
             seen = await read_transfers(kafka, settled)  # type: ignore[arg-type]
-            await asyncio.sleep(0.3)  # nothing else may follow (no confirmation of the gone one)
+            # Nothing else may follow (no confirmation of the gone one): the scanner has seen the
+            # head and published every confirmation that head allows.
+            head = anvil.web3.eth.block_number
+            await eventually(lambda: caught_up_to(app, head), what="the scan to catch up")
             seen = await read_transfers(kafka, lambda f: len(f) >= len(seen))
 
         gone_events = [t for t in seen if t.tx_hash == tx_gone]

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.schema import checkout_sessions
 from pago.common.events import TransferObserved
+from pago.common.topics import CHAIN_TRANSFERS
 from tests.integration.matcher.conftest import publish
 from tests.integration.matcher.process import MatcherProcess
 from tests.integration.matcher.support import (
@@ -27,6 +28,7 @@ from tests.integration.matcher.support import (
     insert_merchant,
     transfer,
 )
+from tests.support.kafka import caught_up
 
 SESSIONS = 200
 PER_SESSION = 5
@@ -136,7 +138,9 @@ async def test_no_transfer_is_lost_or_credited_twice_across_sigkills(
             if await _recorded(db, run_id) >= TRANSFERS:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # any late duplicate would land now
+        # Nothing is left to apply twice once the group has committed the end of every
+        # partition: a late duplicate would have landed before that commit.
+        await caught_up(server_env["KAFKA_BOOTSTRAP_SERVERS"], group, CHAIN_TRANSFERS, timeout=60)
         assert await asyncio.to_thread(final.terminate) == 0
     finally:
         final.close()

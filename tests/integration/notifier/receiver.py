@@ -30,6 +30,8 @@ class Reply:
     delay: float = 0.0
     """Seconds to wait before answering (a slow endpoint)."""
     body: bytes = b"ok"
+    hold: asyncio.Event | None = None
+    """Answer only once this is set (an endpoint that hangs until the test lets it go)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class Receiver:
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
         self._connections: set[asyncio.StreamWriter] = set()
+        self.in_flight: dict[str, int] = {}
+        """Requests per path received and not yet answered."""
+        self.most_in_flight: dict[str, int] = {}
+        """The most requests of a path that were ever in flight at once."""
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -83,6 +89,7 @@ class Receiver:
     def reset(self) -> None:
         self.requests.clear()
         self.scripts.clear()
+        self.most_in_flight.clear()
 
     async def wait_for(self, condition: Callable[[Receiver], bool], timeout: float = 15.0) -> None:
         """Until ``condition(self)`` holds; ``TimeoutError`` says how much had arrived."""
@@ -113,8 +120,17 @@ class Receiver:
                 self._changed.set()
                 queue = self.scripts.get(path)
                 reply = queue.pop(0) if queue else Reply()
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
+                self.in_flight[path] = self.in_flight.get(path, 0) + 1
+                self.most_in_flight[path] = max(
+                    self.most_in_flight.get(path, 0), self.in_flight[path]
+                )
+                try:
+                    if reply.delay:
+                        await asyncio.sleep(reply.delay)
+                    if reply.hold is not None:
+                        await reply.hold.wait()
+                finally:
+                    self.in_flight[path] -= 1
                 head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}"]
                 head += [f"{k}: {v}" for k, v in reply.headers.items()]
                 head += [f"Content-Length: {len(reply.body)}", "", ""]

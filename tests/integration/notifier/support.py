@@ -6,8 +6,10 @@ they are written directly, with plausible values wherever a test does not care.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import merchants, webhook_deliveries, webhook_endpoints
 from pago.common.enums import (
     ChainFamily,
+    DeliveryStatus,
     ExceptionKind,
     Mode,
     Network,
@@ -250,3 +253,16 @@ async def set_endpoint(engine: AsyncEngine, endpoint_id: str, **values: Any) -> 
         await conn.execute(
             update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(**values)
         )
+
+
+async def settle(engine: AsyncEngine, endpoint_id: str, count: int, timeout: float = 10) -> None:
+    """Until ``count`` deliveries of the endpoint are no longer pending."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await deliveries(engine, endpoint_id)
+        done = [r for r in rows if r["status"] != DeliveryStatus.PENDING]
+        if len(done) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(done)} of {count} deliveries settled: {rows}")
+        await asyncio.sleep(0.05)

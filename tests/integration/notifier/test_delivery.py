@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common import live
 from pago.common.enums import DeliveryStatus, Mode, SessionStatus, WebhookEventType
+from pago.common.topics import CHECKOUT_SESSIONS
+from pago.devstack.kafka_mock import KafkaServer
 from pago.notifier.app import NotifierApp
 from tests.integration.notifier.receiver import Receiver, Reply, verify
 from tests.integration.notifier.support import (
@@ -32,28 +34,22 @@ from tests.integration.notifier.support import (
     reverted,
     seed_endpoint,
     seed_merchant,
+    settle,
     updated,
 )
+from tests.support.kafka import caught_up
 
 pytestmark = pytest.mark.usefixtures("notifier")
 
 
-async def settle(engine: AsyncEngine, endpoint_id: str, count: int, timeout: float = 10) -> None:
-    """Until ``count`` deliveries of the endpoint are no longer pending."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await deliveries(engine, endpoint_id)
-        done = [r for r in rows if r["status"] != DeliveryStatus.PENDING]
-        if len(done) >= count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(done)} of {count} deliveries settled: {rows}")
-        await asyncio.sleep(0.05)
-
-
 class TestFanOut:
     async def test_each_endpoint_gets_its_events_once_signed(
-        self, db: AsyncEngine, hooks: Receiver, producer: AIOKafkaProducer
+        self,
+        db: AsyncEngine,
+        hooks: Receiver,
+        producer: AIOKafkaProducer,
+        kafka: KafkaServer,
+        notifier: NotifierApp,
     ) -> None:
         merchant = await seed_merchant(db)
         default_id, default_secret = await seed_endpoint(db, merchant, hooks.url("/default"))
@@ -67,8 +63,12 @@ class TestFanOut:
 
         await publish(producer, [*events, *events])  # every event twice: a Kafka redelivery
         await hooks.wait_for(lambda r: len(r.at("/default")) >= 3 and len(r.at("/all")) >= 5)
+        # No duplicate can come now: every record is fanned out (offsets caught up) and every
+        # delivery it made has been sent.
+        await caught_up(kafka.bootstrap_servers, notifier.settings.group_id, CHECKOUT_SESSIONS)
         await settle(db, all_id, 5)
-        await asyncio.sleep(0.3)  # room for a duplicate to show up, if there were one
+        await settle(db, default_id, 3)
+        assert len(await deliveries(db, all_id)) == 5
 
         got_default = [verify(r, default_secret) for r in hooks.at("/default")]
         got_all = [verify(r, all_secret) for r in hooks.at("/all")]
@@ -106,8 +106,11 @@ class TestFanOut:
         self, db: AsyncEngine, hooks: Receiver, producer: AIOKafkaProducer
     ) -> None:
         merchant = await seed_merchant(db)
+        # seed_endpoint backdates creation by one second: this event is older than that.
         old_event = updated(merchant, SessionStatus.PAID)
-        await asyncio.sleep(1.1)  # seed_endpoint backdates creation by one second
+        old_event = old_event.model_copy(
+            update={"occurred_at": old_event.occurred_at - timedelta(seconds=5)}
+        )
         endpoint_id, _ = await seed_endpoint(db, merchant, hooks.url("/late"))
         fresh = updated(merchant, SessionStatus.PAID)
         await publish(producer, [old_event, fresh])
@@ -165,9 +168,10 @@ class TestRetries:
         attempts = hooks.at("/flaky")
         assert [verify(r, secret)["id"] for r in attempts] == [event.event_id] * 4
         gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
-        # 15 s, 1 min, 5 min at 10 ms per second; the worker polls every 50 ms.
+        # 15 s, 1 min, 5 min at 10 ms per second: never earlier than due (how much later
+        # depends on the machine's load, which is make bench's business).
         for gap, due in zip(gaps, (0.15, 0.6, 3.0), strict=True):
-            assert due <= gap < due + 0.5, gaps
+            assert gap >= due, gaps
         [row] = await deliveries(db, endpoint_id)
         assert row["status"] == DeliveryStatus.SUCCEEDED
         assert row["attempts"] == 4
@@ -185,8 +189,8 @@ class TestRetries:
         await publish(producer, [updated(merchant, SessionStatus.EXPIRED)])
         await settle(db, endpoint_id, 1)
         first, second = hooks.at("/busy")
-        # The schedule alone would retry after 0.15 s.
-        assert 2.0 <= second.at - first.at < 2.6
+        # The schedule alone would retry after 0.15 s; the answer asked for 2 s.
+        assert second.at - first.at >= 2.0
 
     async def test_410_fails_the_delivery_and_disables_the_endpoint(
         self, db: AsyncEngine, hooks: Receiver, producer: AIOKafkaProducer
@@ -229,14 +233,17 @@ class TestRetries:
         merchant = await seed_merchant(db)
         slow_id, _ = await seed_endpoint(db, merchant, hooks.url("/tarpit"))
         fast_id, _ = await seed_endpoint(db, merchant, hooks.url("/fast"))
-        hooks.script("/tarpit", *[Reply(delay=0.6) for _ in range(12)])
-        started = time.monotonic()
+        hung = asyncio.Event()
+        hooks.script("/tarpit", *[Reply(hold=hung) for _ in range(12)])
         await publish(producer, [updated(merchant, SessionStatus.PAID) for _ in range(12)])
-        await hooks.wait_for(lambda r: len(r.at("/fast")) == 12)
-        # Serially behind the tarpit this would take 12 × 0.6 s; two slots are all it gets.
-        assert time.monotonic() - started < 2.0
-        assert len(hooks.at("/tarpit")) <= 6
-        await settle(db, slow_id, 12, timeout=15)
+        # Every fast delivery arrives while the tarpit has answered nothing: serially behind it
+        # they would wait for ever. It holds at most its two slots (endpoint_concurrency).
+        try:
+            await hooks.wait_for(lambda r: len(r.at("/fast")) == 12)
+            assert hooks.most_in_flight["/tarpit"] <= 2
+        finally:
+            hung.set()
+        await settle(db, slow_id, 12, timeout=30)
         await settle(db, fast_id, 12)
 
 

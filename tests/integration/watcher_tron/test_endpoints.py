@@ -3,7 +3,6 @@ only node hanging and coming back. The watcher fails over or waits; it never ski
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from pago.common.enums import TransferStage
 from pago.devstack._support import free_tcp_port
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from pago.watcher.app import create_app
+from pago.watcher.app import WatcherApp, create_app
 from pago.watcher.core.rpc import redact_url
 from tests.component.watcher.support import by_stage, eventually, read_transfers, running
 from tests.integration.watcher_tron.support import (
@@ -70,6 +69,12 @@ async def test_fails_over_from_a_dead_primary(
     assert endpoints[redact_url(node.url)]["failures"] == 0
 
 
+def _failures(app: WatcherApp) -> int:
+    endpoints = app.status()["endpoints"]
+    assert isinstance(endpoints, list)
+    return sum(int(e["failures"]) for e in endpoints)
+
+
 async def test_a_node_that_hangs_then_comes_back(
     chain: TronChain,
     node: TronNode,
@@ -98,9 +103,12 @@ async def test_a_node_that_hangs_then_comes_back(
 
         await node.down("hang")
         await eventually(lambda: not app.ready(), what="readiness to fail")
+        tried = _failures(app)
         second = chain.trc20_transfer(USDT_KEY, key_of(during), 2 * USDT)
         chain.mine(CONFIRMATIONS + 1)
-        await asyncio.sleep(1.0)
+        # Not a pause but a sign: the watcher asked the hung node again (and failed) after the
+        # payment was mined, so had it anything to publish, it would have tried by now.
+        await eventually(lambda: _failures(app) >= tried + 2, what="another failed request")
         meanwhile = await read_transfers(kafka, lambda f: True, timeout=1)
         assert second.txid not in {t.tx_hash for t in meanwhile}
 

@@ -1,10 +1,11 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from pago.common.enums import Mode, Network, Token, TransferStage
-from pago.common.events import TransferObserved, WatchAddress
+from pago.common.events import TransactionSnapshot, TransferObserved, WatchAddress
 
 
 def _transfer(**over: object) -> dict[str, object]:
@@ -38,12 +39,18 @@ class TestTransferObserved:
         assert again.v == 1
         assert again.stage is TransferStage.DETECTED
 
-    def test_is_frozen_and_strict_about_extra_fields(self) -> None:
+    def test_is_frozen(self) -> None:
         event = TransferObserved.model_validate(_transfer())
         with pytest.raises(ValidationError):
             event.amount_raw = 1  # type: ignore[misc]
-        with pytest.raises(ValidationError, match="extra"):
-            TransferObserved.model_validate(_transfer(memo="x"))
+
+    def test_reads_a_newer_producers_added_field_and_drops_it(self) -> None:
+        # A rolling deploy: the new watcher adds a field the old matcher does not know.
+        event = TransferObserved.model_validate_json(
+            json.dumps(_transfer(memo="x", fee={"raw": 1}))
+        )
+        assert event == TransferObserved.model_validate(_transfer())
+        assert b"memo" not in event.to_bytes()
 
     def test_refuses_negative_amounts(self) -> None:
         with pytest.raises(ValidationError):
@@ -60,3 +67,19 @@ def test_watch_address_serializes_enums_by_value() -> None:
     )
     assert b'"network":"TRON"' in event.to_bytes()
     assert Token.USDT == "USDT"
+
+
+def test_nested_snapshots_read_added_fields_too() -> None:
+    snapshot = {
+        "tx_hash": "0x" + "ab" * 32,
+        "amount": "1.5",
+        "network": "ETHEREUM",
+        "status": "Confirmed",
+        "confirmations": 12,
+        "from_address": "0x" + "11" * 20,
+        "created_at": "2026-11-21T12:00:00Z",
+        "gas_used": 21000,
+    }
+    parsed = TransactionSnapshot.model_validate(snapshot)
+    assert parsed.amount == "1.5"
+    assert "gas_used" not in parsed.model_dump()

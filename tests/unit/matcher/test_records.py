@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
 
+from pago.common.deadletter import Reason, Rejected
 from pago.common.enums import Mode, Network, Token, TransferStage
 from pago.common.events import ChainScanned, TransferObserved
 from pago.matcher.records import decode, split
@@ -78,12 +78,20 @@ class TestDecode:
         assert isinstance(decoded, ChainScanned)
         assert decoded.partition == 5
 
-    def test_an_unknown_event_type_is_none(self) -> None:
-        assert decode(record(b"{}", [("event_type", b"SomethingNew")])) is None
+    def test_an_unknown_event_type_is_rejected_for_the_dead_letter_topic(self) -> None:
+        with pytest.raises(Rejected) as rejected:
+            decode(record(b"{}", [("event_type", b"SomethingNew")]))
+        assert rejected.value.reason is Reason.UNKNOWN_EVENT_TYPE
 
     def test_a_body_that_is_not_its_header_is_invalid(self) -> None:
-        with pytest.raises(ValidationError):
+        with pytest.raises(Rejected) as rejected:
             decode(record(TRANSFER.to_bytes(), [("event_type", b"ChainScanned")]))
+        assert rejected.value.reason is Reason.INVALID
+
+    def test_a_newer_schema_version_is_rejected(self) -> None:
+        with pytest.raises(Rejected) as rejected:
+            decode(record(MARKER.to_bytes(), [("v", b"2"), ("event_type", b"ChainScanned")]))
+        assert rejected.value.reason is Reason.UNSUPPORTED_VERSION
 
 
 def test_split_keeps_each_kind_in_order() -> None:

@@ -1,4 +1,12 @@
-"""Event schemas of the four Kafka topics (frozen, versioned; ``extra="forbid"``).
+"""Event schemas of the four Kafka topics (frozen, versioned; unknown fields ignored).
+
+Reading tolerates additive change: a field a newer producer added is ignored by an older
+consumer (``extra="ignore"``), so a rolling deploy never turns a good record into a bad one.
+Producers still build only the fields declared here (mypy's pydantic plugin refuses others).
+``v`` is the *major* schema version: it changes only with an incompatible change (a field
+removed, renamed or re-meant), and a consumer refuses, rather than guesses at, a record whose
+``v`` (field or header) is above ``SCHEMA_VERSION`` — it goes to the dead-letter topic
+(``pago.common.deadletter``) and is replayed once a consumer that reads it runs.
 
 Amounts travel as ``int`` base units beside ``decimals``; the session snapshot carries the API's
 decimal strings because it is what webhooks and the hosted page show verbatim.
@@ -22,11 +30,15 @@ from pago.common.enums import (
     TransferStage,
 )
 
+SCHEMA_VERSION = 1
+"""The major version of every event schema this code reads and writes."""
+
 
 class Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    v: int = 1
+    v: int = SCHEMA_VERSION
+    """Major schema version; additive changes keep it."""
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -36,7 +48,7 @@ class Event(BaseModel):
 
 
 class PricingSnapshot(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     currency: str
     amount: str
@@ -44,7 +56,7 @@ class PricingSnapshot(BaseModel):
 
 
 class TransactionSnapshot(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     tx_hash: str
     amount: str
@@ -58,7 +70,7 @@ class TransactionSnapshot(BaseModel):
 class SessionSnapshot(BaseModel):
     """The session object exactly as the API returns it (IronixPay field names)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
     livemode: bool

@@ -6,6 +6,9 @@ CHECKOUT_SESSIONS = "checkout.sessions"
 CHAIN_WATCHLIST = "chain.watchlist"
 CHAIN_TRANSFERS = "chain.transfers"
 CHAIN_CURSORS = "chain.cursors"
+DEADLETTER = "pago.deadletter"
+"""Records a consumer could not process, with why (``pago.common.deadletter``): one topic for
+every consumer, one partition so that an offset names a dead letter for the replay command."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CHAIN_WATCHLIST, partitions=12, compacted=True, retention_ms=-1),
     TopicSpec(CHAIN_TRANSFERS, partitions=12, compacted=False, retention_ms=14 * 86_400_000),
     TopicSpec(CHAIN_CURSORS, partitions=1, compacted=True, retention_ms=-1),
+    # 30 days: longer than any source topic keeps the original, so nothing ages out of the
+    # dead-letter topic before the record it stands for.
+    TopicSpec(DEADLETTER, partitions=1, compacted=False, retention_ms=30 * 86_400_000),
 )
 
 

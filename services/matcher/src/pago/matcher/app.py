@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
+from pago.common.deadletter import DeadLetterWriter
+from pago.common.events import SCHEMA_VERSION
 from pago.common.health import HealthServer
 from pago.common.redis import create_redis
 from pago.matcher import jobs
@@ -86,6 +88,7 @@ class MatcherApp:
         matcher: TransferMatcher,
         handler: TransferBatchHandler,
         broker: KafkaBroker,
+        deadletters: DeadLetterWriter,
         relay: RelayThread | None,
         clock: Callable[[], datetime],
     ) -> None:
@@ -97,6 +100,7 @@ class MatcherApp:
         self.matcher = matcher
         self.handler = handler
         self.broker = broker
+        self.deadletters = deadletters
         self.relay = relay
         self.health = HealthServer(settings.http_port, ready=self.ready, alive=self.alive)
         self._clock = clock
@@ -164,6 +168,7 @@ class MatcherApp:
         await self.health.start()
         if self.relay is not None:
             await self.relay.start()
+        await self.deadletters.start()
         await self.broker.start()
         self._consuming = True
         s = self.settings
@@ -181,6 +186,8 @@ class MatcherApp:
         self.request_stop()
         await self.broker.stop()  # waits up to graceful_timeout for the batch in flight
         self._consuming = False
+        with contextlib.suppress(Exception):  # never started if the start failed before it
+            await self.deadletters.stop()
         for task in self._tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=self.settings.shutdown_timeout)
@@ -208,7 +215,10 @@ def create_app(
     port: Callable[[object], ConsumerPort] = port_for,
     clock: Callable[[], datetime] = utc_now,
     run_relay: bool | None = None,
+    schema_version: int = SCHEMA_VERSION,
 ) -> MatcherApp:
+    """The matcher's adapters; ``schema_version`` is the newest major event version it reads
+    (a test stands up "the next release" with it)."""
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name="pago-matcher"
     )
@@ -218,10 +228,13 @@ def create_app(
     matcher = TransferMatcher(
         checkout_base_url=settings.checkout_base_url, registry=settings.registry
     )
+    deadletters = DeadLetterWriter.create(settings.kafka_bootstrap_servers, settings.group_id)
     handler = TransferBatchHandler(
         engine,
         screener,
         matcher,
+        deadletters=deadletters,
+        schema_version=schema_version,
         max_backoff=settings.retry_max_backoff,
         batch_size=settings.batch_size,
         port=port,
@@ -248,6 +261,7 @@ def create_app(
         matcher=matcher,
         handler=handler,
         broker=broker,
+        deadletters=deadletters,
         relay=RelayThread(settings.database_url, settings.kafka_bootstrap_servers)
         if relay
         else None,

@@ -18,6 +18,14 @@ before the same records come round again: a failure never moves a committed offs
 record whose effects are not in Postgres. A crash between the database
 commit and the offset commit redelivers the batch, and the domain turns every redelivered
 transfer into a no-op (unique ``(network, tx_hash, log_index)``), so nothing is credited twice.
+
+Nothing is skipped silently. A record that can never be a transfer (not JSON, invalid, a newer
+major schema version, an unknown ``event_type`` header) goes to the dead-letter topic with its
+reason (``pago.common.deadletter``); so does a *poison* record, whose handling keeps raising an
+error the record itself causes: after a batch fails with such an error, the next attempt applies
+its records one per transaction and dead-letters only those that still fail alone. The letters
+are acknowledged by the broker before the offsets move past them. A transient error (Postgres
+or Kafka unreachable, a timeout) is never a dead letter: the batch is rewound and retried.
 """
 
 from __future__ import annotations
@@ -35,14 +43,21 @@ from aiokafka.structs import OffsetAndMetadata
 from faststream.broker.message import StreamMessage
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pago.common.deadletter import (
+    DeadLetter,
+    DeadLetterSink,
+    Rejected,
+    apply_isolated,
+    is_poison,
+)
+from pago.common.events import SCHEMA_VERSION
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.matcher import metrics
 from pago.matcher.aml.screener import Screener
-from pago.matcher.records import ChainRecord, decode, event_type, split
-from pago.matcher.service import TransferMatcher
+from pago.matcher.records import ChainRecord, decode, split
+from pago.matcher.service import BatchOutcome, TransferMatcher
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +145,8 @@ class TransferBatchHandler:
         screener: Screener,
         matcher: TransferMatcher,
         *,
+        deadletters: DeadLetterSink,
+        schema_version: int = SCHEMA_VERSION,
         max_backoff: float = 30.0,
         first_backoff: float = FIRST_BACKOFF,
         batch_size: int = 1000,
@@ -141,6 +158,11 @@ class TransferBatchHandler:
         self._engine = engine
         self._screener = screener
         self._matcher = matcher
+        self._deadletters = deadletters
+        self._schema_version = schema_version
+        self._isolate = False
+        """Set after a batch failed with a poison error: the next one is applied a record at a
+        time, so only the record that causes it is dead-lettered."""
         self._max_backoff = max_backoff
         self._first_backoff = first_backoff
         self._batch_size = batch_size
@@ -168,39 +190,37 @@ class TransferBatchHandler:
             log.critical("could not rewind a failed batch; stopping", exc_info=True)
             self.on_halt()
 
-    def _parse(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[ChainRecord]:
-        transfers: list[ChainRecord] = []
+    def _parse(
+        self, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], ChainRecord]], list[DeadLetter]]:
+        """The batch's events (with their records), and the records that cannot be one."""
+        events = []
+        letters = []
         for record in records:
             try:
-                decoded = decode(record)
-                if decoded is None:
-                    metrics.INVALID_TRANSFERS.labels("unknown_event_type").inc()
-                    log.error(
-                        "skipping a chain.transfers record of an unknown event_type",
-                        extra={
-                            "topic": record.topic,
-                            "partition": record.partition,
-                            "offset": record.offset,
-                            "event_type": event_type(record),
-                        },
-                    )
-                    continue
-                transfers.append(decoded)
-            except ValidationError as exc:
-                # A record that is not a TransferObserved can never become a payment; holding
-                # the partition for it would stall every payment behind it. It stays in the
-                # topic (14 days) with its offset logged, for a human to look at.
-                metrics.INVALID_TRANSFERS.labels("unparseable").inc()
-                log.error(
-                    "skipping a chain.transfers record that is not a TransferObserved",
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "error": exc.errors(include_url=False)[:3],
-                    },
-                )
-        return transfers
+                events.append((record, decode(record, supported=self._schema_version)))
+            except Rejected as rejected:
+                letters.append(DeadLetter.of(record, rejected))
+        return events, letters
+
+    async def _apply(self, records: Sequence[ChainRecord]) -> BatchOutcome:
+        transfers, markers = split(records)
+        verdicts = await self._screener.screen_many(self._matcher.senders_to_screen(transfers))
+        async with self._engine.begin() as conn:
+            outcome = await self._matcher.apply(
+                conn, transfers, verdicts, self._clock(), markers=markers
+            )
+        outcome.committed()
+        return outcome
+
+    async def _apply_one_by_one(
+        self, pairs: Sequence[tuple[ConsumerRecord[Any, Any], ChainRecord]]
+    ) -> list[DeadLetter]:
+        async def one(pair: tuple[ConsumerRecord[Any, Any], ChainRecord]) -> None:
+            await self._apply([pair[1]])
+
+        poisoned = await apply_isolated(pairs, one, backoff=self._first_backoff)
+        return [DeadLetter.poison(record, exc) for (record, _), exc in poisoned]
 
     async def _top_up(self, batch: list[ConsumerRecord[Any, Any]], port: ConsumerPort) -> None:
         """Fill ``batch`` (in place) up to ``batch_size`` with records the consumer holds.
@@ -229,25 +249,35 @@ class TransferBatchHandler:
         batch = list(records)
         try:
             await self._top_up(batch, port)
-            transfers, markers = split(self._parse(batch))
-            verdicts = await self._screener.screen_many(self._matcher.senders_to_screen(transfers))
-            async with self._engine.begin() as conn:
-                outcome = await self._matcher.apply(
-                    conn, transfers, verdicts, self._clock(), markers=markers
-                )
-        except Exception:
+            pairs, letters = self._parse(batch)
+            if self._isolate:
+                letters += await self._apply_one_by_one(pairs)
+            else:
+                await self._apply([t for _, t in pairs])
+            # Acknowledged before the offsets move past them; if this fails the batch comes
+            # round again and applying it again changes nothing.
+            await self._deadletters.send(letters)
+        except Exception as exc:
             metrics.BATCH_FAILURES.inc()
+            poison = is_poison(exc)
             log.exception(
                 "batch failed; rolled back and rewound for another attempt",
-                extra={"records": len(batch), "retry_in_s": self._backoff},
+                extra={
+                    "records": len(batch),
+                    "retry_in_s": self._backoff,
+                    "isolating": poison,
+                },
             )
+            self._isolate = self._isolate or poison
             self._rewind(port, batch)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._backoff)
             self._backoff = min(self._backoff * 2, self._max_backoff)
             return
+        self._isolate = False
         self._backoff = self._first_backoff
-        outcome.committed()
+        for letter in letters:
+            metrics.INVALID_TRANSFERS.labels(letter.reason.value).inc()
         metrics.BATCH_RECORDS.observe(len(batch))
         try:
             await port.commit(_span(batch)[1])
@@ -260,7 +290,7 @@ class TransferBatchHandler:
 
 
 async def _no_decoding(message: StreamMessage[Any]) -> None:
-    """The handler parses the raw records itself (skipping a bad one); FastStream's default
+    """The handler parses the raw records itself (dead-lettering a bad one); FastStream's default
     would JSON-decode every record first, for nothing — a third of the handler's CPU."""
 
 

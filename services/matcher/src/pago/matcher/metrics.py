@@ -12,7 +12,8 @@ TRANSFERS = Counter(
 """``result``: applied, duplicate (a redelivery that changed nothing), unknown_address, invalid."""
 INVALID_TRANSFERS = Counter(
     "pago_matcher_invalid_transfers_total",
-    "Records of chain.transfers that cannot be a payment (skipped, logged with their offset)",
+    "Records of chain.transfers that cannot be a payment, by reason (the unreadable ones are "
+    "dead-lettered: see pago_deadletter_records_total)",
     ["reason"],
 )
 PAYMENT_EXCEPTIONS = Counter(

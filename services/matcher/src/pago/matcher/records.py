@@ -13,7 +13,9 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from pago.common.events import ChainScanned, TransferObserved
+from pago.common import deadletter
+from pago.common.deadletter import Reason, Rejected
+from pago.common.events import SCHEMA_VERSION, ChainScanned, TransferObserved
 
 EVENT_TYPE_HEADER = "event_type"
 _TRANSFER_TYPES = frozenset({"TransferObserved", "chain.transfer"})
@@ -32,23 +34,23 @@ def event_type(record: ConsumerRecord[Any, Any]) -> str | None:
     return None
 
 
-def decode(record: ConsumerRecord[Any, Any]) -> ChainRecord | None:
-    """The event in ``record``; ``None`` for an ``event_type`` the matcher does not know.
+def decode(record: ConsumerRecord[Any, Any], *, supported: int = SCHEMA_VERSION) -> ChainRecord:
+    """The event in ``record``, or ``Rejected`` (for the dead-letter topic) with the reason: an
+    ``event_type`` the matcher does not know, a value that is not the event its header names, or
+    a schema version above ``supported``.
 
-    Raises pydantic's ``ValidationError`` for a value that is not the event its header names.
     A marker is pinned to the partition it was read from: that partition is what it proves
     consumed, whatever its body says.
     """
     kind = event_type(record)
-    value = record.value or b""
     if kind is None or kind in _TRANSFER_TYPES:
-        return TransferObserved.model_validate_json(value)
+        return deadletter.decode(record, TransferObserved.model_validate_json, supported=supported)
     if kind in _SCANNED_TYPES:
-        marker = ChainScanned.model_validate_json(value)
+        marker = deadletter.decode(record, ChainScanned.model_validate_json, supported=supported)
         if marker.partition != record.partition:
             marker = marker.model_copy(update={"partition": record.partition})
         return marker
-    return None
+    raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(kind))
 
 
 def split(records: Sequence[ChainRecord]) -> tuple[list[TransferObserved], list[ChainScanned]]:

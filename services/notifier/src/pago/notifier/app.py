@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
+from pago.common.deadletter import DeadLetterWriter
 from pago.common.health import HealthServer
 from pago.common.redis import create_redis
 from pago.notifier.clients import PerEndpointClients
@@ -59,6 +60,7 @@ class NotifierApp:
         worker: DeliveryWorker,
         handler: SessionEventHandler,
         broker: KafkaBroker,
+        deadletters: DeadLetterWriter,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -67,6 +69,7 @@ class NotifierApp:
         self.worker = worker
         self.handler = handler
         self.broker = broker
+        self.deadletters = deadletters
         self.health = HealthServer(settings.http_port, ready=self.ready)
         self._stopping = asyncio.Event()
         self._consuming = False
@@ -88,6 +91,7 @@ class NotifierApp:
             self.worker.run(drain_timeout=self.settings.shutdown_timeout),
             name="pago-notifier-worker",
         )
+        await self.deadletters.start()
         await self.broker.start()
         self._consuming = True
         self._sampler = asyncio.create_task(self._sample(), name="pago-notifier-sampler")
@@ -100,6 +104,8 @@ class NotifierApp:
         self.request_stop()
         await self.broker.stop()  # waits up to graceful_timeout for the batch in flight
         self._consuming = False
+        with contextlib.suppress(Exception):  # never started if the start failed before it
+            await self.deadletters.stop()
         self.worker.stop()
         if self._worker_task is not None:
             try:
@@ -195,9 +201,11 @@ def create_app(
         poll_interval=settings.poll_interval,
     )
     redis = create_redis(settings.redis_url) if settings.live_feed else None
+    deadletters = DeadLetterWriter.create(settings.kafka_bootstrap_servers, settings.group_id)
     handler = SessionEventHandler(
         engine,
         on_stored=worker.wake,
+        deadletters=deadletters,
         max_backoff=settings.retry_max_backoff,
         live=LiveFeed(redis) if redis is not None else None,
     )
@@ -220,4 +228,5 @@ def create_app(
         worker=worker,
         handler=handler,
         broker=broker,
+        deadletters=deadletters,
     )

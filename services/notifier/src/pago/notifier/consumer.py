@@ -5,13 +5,17 @@ FastStream runs the poll loop (a batch subscriber in group ``pago-notifier``) wi
 assigned partition at once, and after a handler error leave the consumer positioned past the
 failed batch, so the next commit would skip it. Instead the handler
 
-1. parses the batch (a record that is not a session event is logged with its offset and
-   skipped: it can never become a webhook, and holding the partition would stall every
-   merchant's webhooks behind it);
-2. fans it out into ``webhook_deliveries`` in one transaction;
-3. wakes the delivery worker and appends the events to the hosted page's live feed in Redis
+1. parses the batch; a record that is not a session event this notifier reads (not JSON,
+   invalid, a newer major schema version, an unknown ``event_type``) is set aside for the
+   dead-letter topic: it can never become a webhook as it is, and holding the partition would
+   stall every merchant's webhooks behind it (added fields are ignored, not refused);
+2. fans it out into ``webhook_deliveries`` in one transaction (after a poison error — one the
+   data causes, see ``pago.common.deadletter.is_poison`` — the next attempt fans out one event
+   per transaction and dead-letters only the events that still fail alone);
+3. writes the dead letters and waits for the broker's acknowledgement;
+4. wakes the delivery worker and appends the events to the hosted page's live feed in Redis
    (best effort, see ``live``);
-4. commits ``last offset + 1`` of exactly the partitions in the batch.
+5. commits ``last offset + 1`` of exactly the partitions in the batch.
 
 On an error it rolls back, seeks every partition of the batch back to its first record and
 waits (doubling up to ``max_backoff``) before the batch comes round again. A crash between the
@@ -26,15 +30,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pago.common.deadletter import (
+    DeadLetter,
+    DeadLetterSink,
+    Reason,
+    Rejected,
+    apply_isolated,
+    decode,
+    header,
+    is_poison,
+)
 from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.notifier import metrics
@@ -47,6 +60,13 @@ FIRST_BACKOFF = 0.5
 """Seconds before the first retry of a failed batch."""
 
 FanOutFn = Callable[[AsyncConnection, Sequence[AnySessionEvent]], Awaitable[FanOut]]
+EVENT_TYPES = frozenset(
+    name.encode()
+    for t in get_args(AnySessionEvent)
+    for name in (t.__name__, t.model_fields["type"].default)
+)
+"""The ``event_type`` headers of ``checkout.sessions`` this notifier reads, spelled as the outbox
+writes them (the class name) or as the event's ``type``; a record without the header is read."""
 
 
 class ConsumerPort(Protocol):
@@ -104,6 +124,7 @@ class SessionEventHandler:
         engine: AsyncEngine,
         *,
         on_stored: Callable[[], None],
+        deadletters: DeadLetterSink,
         max_backoff: float = 30.0,
         first_backoff: float = FIRST_BACKOFF,
         port: Callable[[object], ConsumerPort] = port_for,
@@ -114,6 +135,10 @@ class SessionEventHandler:
         self._fan_out = fan_out
         self._live = live
         self._on_stored = on_stored
+        self._deadletters = deadletters
+        self._isolate = False
+        """Set after a batch failed with a poison error: the next is fanned out an event at a
+        time, so only the event that causes it is dead-lettered."""
         self._max_backoff = max_backoff
         self._first_backoff = first_backoff
         self._backoff = first_backoff
@@ -124,23 +149,37 @@ class SessionEventHandler:
         """Cut a retry wait short (SIGTERM); a batch being stored still finishes."""
         self._stopping.set()
 
-    def _parse(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[AnySessionEvent]:
-        events: list[AnySessionEvent] = []
+    def _parse(
+        self, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], AnySessionEvent]], list[DeadLetter]]:
+        events: list[tuple[ConsumerRecord[Any, Any], AnySessionEvent]] = []
+        letters: list[DeadLetter] = []
         for record in records:
             try:
-                events.append(SESSION_EVENT_ADAPTER.validate_json(record.value or b""))
-            except ValidationError as exc:
-                metrics.EVENTS.labels("invalid").inc()
-                log.error(
-                    "skipping a checkout.sessions record that is not a session event",
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "error": exc.errors(include_url=False)[:3],
-                    },
-                )
-        return events
+                event_type = header(record, "event_type")
+                if event_type is not None and event_type not in EVENT_TYPES:
+                    raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
+                events.append((record, decode(record, SESSION_EVENT_ADAPTER.validate_json)))
+            except Rejected as rejected:
+                letters.append(DeadLetter.of(record, rejected))
+        return events, letters
+
+    async def _store(self, events: Sequence[AnySessionEvent]) -> FanOut:
+        async with self._engine.begin() as conn:
+            return await self._fan_out(conn, events)
+
+    async def _store_one_by_one(
+        self, pairs: Sequence[tuple[ConsumerRecord[Any, Any], AnySessionEvent]]
+    ) -> tuple[FanOut, list[DeadLetter]]:
+        total = FanOut(0, 0)
+
+        async def one(pair: tuple[ConsumerRecord[Any, Any], AnySessionEvent]) -> None:
+            nonlocal total
+            result = await self._store([pair[1]])
+            total = FanOut(total.events + result.events, total.deliveries + result.deliveries)
+
+        poisoned = await apply_isolated(pairs, one, backoff=self._first_backoff)
+        return total, [DeadLetter.poison(record, exc) for (record, _), exc in poisoned]
 
     async def handle(self, records: Sequence[ConsumerRecord[Any, Any]], consumer: object) -> None:
         if not records:
@@ -148,20 +187,32 @@ class SessionEventHandler:
         port = self._port(consumer)
         first, after = _span(records)
         try:
-            events = self._parse(records)
-            async with self._engine.begin() as conn:
-                result = await self._fan_out(conn, events)
-        except Exception:
+            pairs, letters = self._parse(records)
+            events = [event for _, event in pairs]
+            if self._isolate:
+                result, poisoned = await self._store_one_by_one(pairs)
+                letters += poisoned
+                gone = {id(letter.record) for letter in poisoned}
+                events = [event for record, event in pairs if id(record) not in gone]
+            else:
+                result = await self._store(events)
+            # Acknowledged before the offsets move past them; if this fails the batch comes
+            # round again and fans out to nothing new.
+            await self._deadletters.send(letters)
+        except Exception as exc:
             metrics.BATCH_FAILURES.inc()
+            poison = is_poison(exc)
             log.exception(
                 "fan-out failed; rolled back and rewound for another attempt",
-                extra={"records": len(records), "retry_in_s": self._backoff},
+                extra={"records": len(records), "retry_in_s": self._backoff, "isolating": poison},
             )
+            self._isolate = self._isolate or poison
             port.rewind(first)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._backoff)
             self._backoff = min(self._backoff * 2, self._max_backoff)
             return
+        self._isolate = False
         self._backoff = self._first_backoff
         metrics.EVENTS.labels("webhook").inc(result.events)
         metrics.EVENTS.labels("ignored").inc(len(events) - result.events)

@@ -9,7 +9,8 @@ EVENTS = Counter(
     "checkout.sessions records read, by what became of them",
     ["result"],
 )
-"""``result``: webhook (maps to a webhook type), ignored (no webhook), invalid (unparseable)."""
+"""``result``: webhook (maps to a webhook type), ignored (no webhook), invalid (dead-lettered:
+see ``pago_deadletter_records_total``)."""
 DELIVERIES_CREATED = Counter(
     "pago_notifier_deliveries_created_total", "Deliveries queued by fan-out"
 )

@@ -22,6 +22,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 
+from pago.common.deadletter import DeadLetterWriter
 from pago.common.health import HealthServer
 from pago.common.kafka import create_producer
 from pago.common.redis import create_redis
@@ -318,6 +319,7 @@ def create_app(
         WatchSet(source.key_size),
         source.address_key,
         retention_seconds=settings.watch_retention,
+        deadletters=DeadLetterWriter(producer, client_id),
     )
     return WatcherApp(
         settings,

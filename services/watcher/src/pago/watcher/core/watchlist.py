@@ -11,6 +11,13 @@ Addresses that arrive *after* the load may have been paid in blocks the scan alr
 the scanner looks it up over those blocks. ``positions`` (per partition, the next offset to
 read) and ``additions_since(marks)`` let a new leader find exactly the addresses that the
 previous leader's last cursor does not vouch for (``core.cursor``: the ``covered`` marks).
+
+A record of this watcher's key prefix that cannot be used (not JSON, invalid, a newer major
+schema version, another network's event under this key, a bad address) never stops the watch
+set from building: it is counted, and sent to the dead-letter topic in the background. Nothing
+here commits offsets (every start reads the topic from the beginning), so a letter whose write
+failed is written again at the next start, and a letter is written once per start and replica:
+``pago-dlq`` shows each original record once.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
+from pago.common.deadletter import DeadLetter, DeadLetterSink, Reason, Rejected, decode
 from pago.common.enums import Mode, Network
 from pago.common.events import WatchAddress
 from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
@@ -51,6 +58,7 @@ class WatchlistFollower:
         *,
         retention_seconds: float = 7 * 86_400,
         wall_clock: Callable[[], float] = time.time,
+        deadletters: DeadLetterSink | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._network = network
@@ -71,12 +79,15 @@ class WatchlistFollower:
         self._forgotten: dict[int, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
+        self._deadletters = deadletters
+        self._letters: list[DeadLetter] = []
+        self._sending: set[asyncio.Task[None]] = set()
         labels = (network.value, mode.value)
         self._size = metrics.WATCH_SET_SIZE.labels(*labels)
         self._bytes = metrics.WATCH_SET_BYTES.labels(*labels)
         self._invalid = {
             reason: metrics.WATCHLIST_INVALID.labels(*labels, reason)
-            for reason in ("unparsable", "wrong_network", "bad_address")
+            for reason in ("unparsable", "wrong_network", "bad_address", "unsupported_version")
         }
 
     def additions_since(
@@ -122,6 +133,7 @@ class WatchlistFollower:
                         self._apply(record)
                     if records:
                         self.positions[tp.partition] = records[-1].offset + 1
+                self._flush_letters()
                 self._size.set(len(self.watch_set))
                 self._bytes.set(self.watch_set.nbytes)
                 if not self.loaded.is_set() and not [
@@ -156,33 +168,63 @@ class WatchlistFollower:
         await consumer.seek_to_beginning(*tps)
         return tps
 
+    def _reject(self, record: ConsumerRecord[bytes, bytes], reason: str, why: Rejected) -> None:
+        self._invalid[reason].inc()
+        log.error(
+            "unusable watchlist record; dead-lettered",
+            extra={
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": why.reason.value,
+                "detail": why.detail,
+            },
+        )
+        self._letters.append(DeadLetter.of(record, why))
+
+    def _flush_letters(self) -> None:
+        """Hand this poll's letters to the dead-letter writer without waiting for it."""
+        if not self._letters or self._deadletters is None:
+            self._letters.clear()
+            return
+        task = asyncio.create_task(self._send(self._deadletters, list(self._letters)))
+        self._letters.clear()
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, sink: DeadLetterSink, letters: list[DeadLetter]) -> None:
+        try:
+            await sink.send(letters)
+        except Exception:
+            log.warning(
+                "could not dead-letter watchlist records; they are re-read at the next start",
+                exc_info=True,
+            )
+
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         key = record.key
         if key is None or not key.startswith(self._prefix):
             return
-        where = {"partition": record.partition, "offset": record.offset}
         if record.value is None:
             try:
                 self.watch_set.discard(self._key_of(key[len(self._prefix) :].decode()))
-            except (ValueError, UnicodeDecodeError):
-                self._invalid["bad_address"].inc()
-                log.error("watchlist tombstone with a bad address", extra=where)
+            except (ValueError, UnicodeDecodeError) as exc:
+                why = Rejected(Reason.INVALID, f"tombstone with a bad address: {exc}")
+                self._reject(record, "bad_address", why)
             return
         try:
-            watch = WatchAddress.model_validate_json(record.value)
-        except ValidationError:
-            self._invalid["unparsable"].inc()
-            log.error("unparsable watchlist record", extra=where)
+            watch = decode(record, WatchAddress.model_validate_json)
+        except Rejected as why:
+            too_new = why.reason is Reason.UNSUPPORTED_VERSION
+            self._reject(record, "unsupported_version" if too_new else "unparsable", why)
             return
         if watch.network is not self._network or watch.mode is not self._mode:
-            self._invalid["wrong_network"].inc()
-            log.error("watchlist record under another network's key", extra=where)
+            detail = f"a {watch.network.value}:{watch.mode.value} address under this key"
+            self._reject(record, "wrong_network", Rejected(Reason.INVALID, detail))
             return
         try:
             address_key = self._key_of(watch.address)
-        except ValueError:
-            self._invalid["bad_address"].inc()
-            log.error("watchlist record with a bad address", extra=where)
+        except ValueError as exc:
+            self._reject(record, "bad_address", Rejected(Reason.INVALID, f"bad address: {exc}"))
             return
         until = int(watch.watch_until.timestamp())
         if until + self._retention < self._wall():
