@@ -28,7 +28,7 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from pago.common.enums import Mode, Network
-from pago.common.events import CursorCommitted, TransferObserved, WatchAddress
+from pago.common.events import ChainScanned, CursorCommitted, TransferObserved, WatchAddress
 from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_CURSORS, CHAIN_TRANSFERS, CHAIN_WATCHLIST, watchlist_key
 from pago.devstack._support import drain_in_thread, stop_process
@@ -210,8 +210,25 @@ def new_addresses(anvil: Anvil, n: int) -> list[str]:
 # -- what reached the broker --------------------------------------------------------------
 
 
+def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
+    """The record's ``event_type`` header (every record the watcher writes carries one)."""
+    return dict(record.headers or ()).get("event_type", b"").decode()
+
+
 def transfers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[TransferObserved]:
-    return [TransferObserved.model_validate_json(r.value) for r in records if r.value]
+    return [
+        TransferObserved.model_validate_json(r.value)
+        for r in records
+        if r.value and event_type(r) == "TransferObserved"
+    ]
+
+
+def markers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[ChainScanned]:
+    return [
+        ChainScanned.model_validate_json(r.value)
+        for r in records
+        if r.value and event_type(r) == "ChainScanned"
+    ]
 
 
 async def read_transfers(
@@ -394,6 +411,8 @@ def assert_cursor_never_ahead(
     block (producer timestamps, ms; the watcher writes a cursor only after the acks)."""
     first_confirmed: dict[tuple[str, int], tuple[int, int]] = {}
     for record in transfers:
+        if event_type(record) != "TransferObserved":
+            continue
         t = TransferObserved.model_validate_json(record.value)
         if t.stage.value == "confirmed":
             key = (t.tx_hash, t.log_index)

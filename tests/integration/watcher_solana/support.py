@@ -50,6 +50,7 @@ def chains_file(path: Path, surfpool: Surfpool, *, rpc_urls: Sequence[str] = ())
     """A registry override mapping SOLANA test mode onto ``surfpool`` (as ``pago-dev up`` does)."""
     urls = list(rpc_urls) or [surfpool.rpc_url]
     lines = [f"[networks.{NETWORK}.test]", 'name = "Surfpool (tests)"', f"rpc_urls = {urls!r}"]
+    lines.append(f'genesis_hash = "{surfpool.genesis_hash}"')
     for symbol, mint in surfpool.mints.items():
         lines += [f"[networks.{NETWORK}.test.tokens.{symbol}]", f'contract = "{mint}"']
         lines += ["decimals = 6"]

@@ -40,9 +40,11 @@ CONFIRMATIONS = 19
 """The registry's depth for TRON (not overridden here: the tests run at the real one)."""
 
 
-def chains_file(path: Path, *urls: str, confirmations: int | None = None) -> Path:
-    """A registry override pointing TRON test mode at local nodes (the token stays Nile's)."""
+def chains_file(path: Path, *urls: str, genesis: str, confirmations: int | None = None) -> Path:
+    """A registry override pointing TRON test mode at local nodes (the token stays Nile's);
+    ``genesis``: the local chain's block 0 id (the watcher refuses a node on another chain)."""
     lines = [f"[networks.{NETWORK}.test]", 'name = "local TRON node (tests)"']
+    lines.append(f'genesis_hash = "{genesis}"')
     if confirmations is not None:
         lines.append(f"confirmations = {confirmations}")
     lines.append("rpc_urls = [" + ", ".join(repr(u) for u in urls) + "]")

@@ -198,7 +198,7 @@ class ChainScanned(Event):
     ``block_number``, whose timestamp is ``block_time``.
 
     Written to *every* partition of ``chain.transfers`` (explicit partition; key
-    ``{network}:{mode}``; header ``event_type=chain.scanned``) after the transfers it covers were
+    ``{network}:{mode}``; header ``event_type=ChainScanned``) after the transfers it covers were
     acked, so a consumer that reaches this record in partition ``p`` has seen every earlier
     transfer of that network × mode in ``p``. ``partitions`` is the topic's partition count, so
     the matcher knows when it holds a marker from every partition. It proves the chain silent

@@ -60,6 +60,7 @@ def _chains_override(stack: DevStack) -> str:
         lines += [
             "[networks.SOLANA.test]",
             'name = "Surfpool (make dev)"',
+            f'genesis_hash = "{sol.genesis_hash}"',
             f"rpc_urls = [{sol.rpc_url!r}]",
         ]
         for symbol, mint in sol.mints.items():

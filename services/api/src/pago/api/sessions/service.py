@@ -145,6 +145,9 @@ class SessionService:
             address=allocation.address,
             session_id=session_id,
             watch_until=watch_until,
+            # The watcher back-fills from the block at this time, however late this record
+            # reaches it (a lagging outbox relay or broker).
+            created_at=now,
         )
         await enqueue(
             conn,
