@@ -112,18 +112,29 @@ async def eventually(
 # -- the watchlist ------------------------------------------------------------------------
 
 
-async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
-    """Publish ``WatchAddress`` for each address, as the api's outbox does."""
+async def watch(
+    bootstrap: str,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
+) -> None:
+    """Publish ``WatchAddress`` for each address, as the api's outbox does (``created_at``:
+    the session's creation; None as from an api older than that field)."""
     producer = create_producer(bootstrap, client_id="watcher-tests")
     await producer.start()
     try:
-        await publish_watches(producer, addresses, until=until)
+        await publish_watches(producer, addresses, until=until, created_at=created_at)
     finally:
         await producer.stop()
 
 
 async def publish_watches(
-    producer: AIOKafkaProducer, addresses: Iterable[str], *, until: datetime | None = None
+    producer: AIOKafkaProducer,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> None:
     until = until or datetime.now(UTC) + timedelta(hours=2)
     acks = []
@@ -134,6 +145,7 @@ async def publish_watches(
             address=address,
             session_id=f"cs_{address[2:12].lower()}",
             watch_until=until,
+            created_at=created_at,
         )
         key = watchlist_key(NETWORK, MODE, address).encode()
         acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
