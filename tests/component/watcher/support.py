@@ -43,12 +43,15 @@ USDT = 10**6
 """One 6-decimal test token in base units."""
 
 
-def chains_file(path: Path, anvil: Anvil, *, confirmations: int = 2) -> Path:
-    """A registry override mapping ETHEREUM test mode onto ``anvil`` (as ``pago-dev up`` does)."""
+def chains_file(
+    path: Path, anvil: Anvil, *, confirmations: int = 2, chain_id: int | None = None
+) -> Path:
+    """A registry override mapping ETHEREUM test mode onto ``anvil`` (as ``pago-dev up`` does);
+    ``chain_id``: another id than anvil's (a misconfiguration)."""
     lines = [
         f"[networks.{NETWORK}.test]",
         'name = "anvil (tests)"',
-        f"chain_id = {anvil.chain_id}",
+        f"chain_id = {chain_id if chain_id is not None else anvil.chain_id}",
         f"confirmations = {confirmations}",
         f"rpc_urls = [{anvil.rpc_url!r}]",
     ]
@@ -224,7 +227,8 @@ def new_addresses(anvil: Anvil, n: int) -> list[str]:
 
 def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
     """The record's ``event_type`` header (every record the watcher writes carries one)."""
-    return dict(record.headers or ()).get("event_type", b"").decode()
+    value: bytes = dict(record.headers or ()).get("event_type", b"")
+    return value.decode()
 
 
 def transfers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[TransferObserved]:
@@ -381,21 +385,9 @@ class RangeLimitingProxy:
             return await response.json()
 
 
-@contextlib.contextmanager
-def frozen_fork(anvil: Anvil) -> Iterator[str]:
-    """A second, real node with the same chain up to now whose head never moves again: anvil
-    forked from ``anvil`` with mining off (a node that stopped syncing). Yields its URL."""
+def _spawn_anvil(args: list[str], name: str) -> Iterator[str]:
     proc = subprocess.Popen(
-        [
-            str(find_anvil()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--fork-url",
-            anvil.rpc_url,
-            "--no-mining",
-        ],
+        [str(find_anvil()), "--host", "127.0.0.1", "--port", "0", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -407,12 +399,26 @@ def frozen_fork(anvil: Anvil) -> Iterator[str]:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(fd, 65536) if ready else b""
             if not chunk:
-                raise AssertionError(f"forked anvil did not start: {seen[-2000:]!r}")
+                raise AssertionError(f"{name} did not start: {seen[-2000:]!r}")
             seen += chunk
-        drain = drain_in_thread(proc.stdout, None, "anvil-fork")
+        drain = drain_in_thread(proc.stdout, None, name)
         yield f"http://{match.group(1).decode()}:{match.group(2).decode()}"
     finally:
         stop_process(proc, drain=locals().get("drain"))
+
+
+@contextlib.contextmanager
+def other_chain(chain_id: int) -> Iterator[str]:
+    """A real node of another chain (anvil with ``--chain-id``): a misconfigured endpoint, e.g. a
+    testnet node behind a mainnet watcher. Yields its URL."""
+    yield from _spawn_anvil(["--chain-id", str(chain_id)], "anvil-other-chain")
+
+
+@contextlib.contextmanager
+def frozen_fork(anvil: Anvil) -> Iterator[str]:
+    """A second, real node with the same chain up to now whose head never moves again: anvil
+    forked from ``anvil`` with mining off (a node that stopped syncing). Yields its URL."""
+    yield from _spawn_anvil(["--fork-url", anvil.rpc_url, "--no-mining"], "anvil-fork")
 
 
 def assert_cursor_never_ahead(

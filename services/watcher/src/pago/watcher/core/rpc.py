@@ -81,10 +81,11 @@ class Backoff:
 
 def same_chain(found: str, expected: str) -> bool:
     """Hex identities (TRON block ids, ``0x`` or not) compare without case; base58 (Solana's
-    genesis hash) and decimal chain ids as they are."""
-    if expected.lower().removeprefix("0x") == found.lower().removeprefix("0x"):
-        return all(c in "0123456789abcdefABCDEFxX" for c in expected)
-    return found == expected
+    genesis hash) and decimal chain ids exactly."""
+    if found == expected:
+        return True
+    a, b = found.lower().removeprefix("0x"), expected.lower().removeprefix("0x")
+    return a == b and all(c in "0123456789abcdef" for c in a)
 
 
 def redact_url(url: str) -> str:
