@@ -385,9 +385,9 @@ class RangeLimitingProxy:
             return await response.json()
 
 
-def _spawn_anvil(args: list[str], name: str) -> Iterator[str]:
+def _spawn_anvil(args: list[str], name: str, port: int = 0) -> Iterator[str]:
     proc = subprocess.Popen(
-        [str(find_anvil()), "--host", "127.0.0.1", "--port", "0", *args],
+        [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -408,10 +408,17 @@ def _spawn_anvil(args: list[str], name: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def other_chain(chain_id: int) -> Iterator[str]:
+def other_chain(chain_id: int, port: int = 0) -> Iterator[str]:
     """A real node of another chain (anvil with ``--chain-id``): a misconfigured endpoint, e.g. a
     testnet node behind a mainnet watcher. Yields its URL."""
-    yield from _spawn_anvil(["--chain-id", str(chain_id)], "anvil-other-chain")
+    yield from _spawn_anvil(["--chain-id", str(chain_id)], "anvil-other-chain", port)
+
+
+@contextlib.contextmanager
+def live_fork(anvil: Anvil) -> Iterator[str]:
+    """A second node of the same chain (anvil forked from ``anvil``; same chain id), to be
+    stopped while a watcher uses it. Yields its URL."""
+    yield from _spawn_anvil(["--fork-url", anvil.rpc_url], "anvil-live-fork")
 
 
 @contextlib.contextmanager

@@ -9,11 +9,13 @@ Real nodes: the session's anvil (chain id 31337) and another anvil started with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
@@ -23,6 +25,8 @@ from tests.component.watcher.support import (
     Payment,
     by_stage,
     chains_file,
+    eventually,
+    live_fork,
     new_addresses,
     other_chain,
     pay_in_one_block,
@@ -82,6 +86,40 @@ class TestChainIdentity:
         states = {e["endpoint"]: e for e in status["endpoints"]}  # type: ignore[attr-defined]
         assert states[label]["wrong_chain"] == str(anvil.chain_id + 1)
         assert states[redact_url(anvil.rpc_url)]["wrong_chain"] is None
+
+    async def test_a_failover_target_is_checked_before_it_is_used(
+        self, anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
+    ) -> None:
+        """The second endpoint is down at start (nothing to check), comes back serving another
+        chain, and the primary dies: the watcher asks it who it is before any other call and
+        refuses it; it waits for a right endpoint rather than scan the wrong chain."""
+        kafka = broker.bootstrap_servers
+        spare = free_tcp_port()
+        spare_url = f"http://127.0.0.1:{spare}"
+        with contextlib.ExitStack() as first:
+            primary = first.enter_context(live_fork(anvil))
+            settings = watcher_settings(
+                kafka,
+                redis_server.url,
+                chains,
+                rpc_urls=f"{primary},{spare_url}",
+                start_block=anvil.web3.eth.block_number + 1,
+                stale_after=1.0,
+            )
+            async with running(create_app(settings)) as app:
+                with other_chain(anvil.chain_id + 7, port=spare):
+                    first.close()  # the primary dies; the spare is up, on another chain
+
+                    def refused() -> bool:
+                        endpoints = app.status()["endpoints"]
+                        states = {e["endpoint"]: e for e in endpoints}  # type: ignore[attr-defined]
+                        return states[redact_url(spare_url)]["wrong_chain"] is not None
+
+                    await eventually(refused, what="the failover target to be checked")
+                    await eventually(lambda: not app.ready(), what="readiness to fail")
+                    assert app.alive(), "it waits for a right endpoint; it does not stop"
+        assert set(_calls(redact_url(spare_url))) == {"chain_identity"}
+        assert _wrong(redact_url(spare_url)) == 1
 
     async def test_with_no_endpoint_on_the_configured_chain_the_watcher_does_not_run(
         self, anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, tmp_path: Path

@@ -56,7 +56,7 @@ from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
 from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.ranges import RangeSizer
 from pago.watcher.core.reorg import BlockRing, ForkDetected, Ledger
-from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge
+from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge, WrongChain
 from pago.watcher.core.stages import StagePolicy
 from pago.watcher.core.timeline import block_at
 from pago.watcher.core.watchlist import Late, WatchlistFollower
@@ -289,7 +289,10 @@ class Scanner:
             await confirm
             await commit
             await self._write_cursor(force=True)
-            await self._mark_progress()
+            try:
+                await self._mark_progress()
+            except Exception as exc:
+                log.warning("last progress markers failed", extra={"error": str(exc)[:300]})
         finally:
             self.watch.on_added = None
             for task in tasks:
@@ -367,6 +370,8 @@ class Scanner:
         while not self._stop.is_set():
             try:
                 head = await self._read_head()
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
@@ -618,6 +623,8 @@ class Scanner:
                 # No endpoint has reported block ``end`` yet: wait for the heads to move.
                 await asyncio.sleep(self.options.poll_interval)
                 continue
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 self._m_retries.inc()
@@ -722,6 +729,8 @@ class Scanner:
                     failures = 0
                 except (ForkDetected, _Inconsistent):
                     continue  # handled: look again at once
+                except WrongChain:
+                    raise  # every endpoint serves another chain: retrying cannot help
                 except Exception as exc:
                     failures += 1
                     if failures == 1 or failures % 30 == 0:
@@ -960,6 +969,8 @@ class Scanner:
         while True:
             try:
                 return await op()
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 if failures == 1 or failures % 10 == 0:
