@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+BLOCK_AT_CACHE = 10_000
+"""Minutes whose block is remembered for back-fills (a week of minutes)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ScanOptions:
@@ -181,6 +184,8 @@ class Scanner:
         self._marked_at = -float("inf")
         self._late_idle = asyncio.Event()
         self._late_idle.set()
+        self._block_at_minute: dict[int, int] = {}
+        """Unix minute → the newest block at or before it (back-fill starts)."""
         net, mode = source.network.value, source.mode.value
         self._m_head = metrics.HEAD.labels(net, mode)
         self._m_cursor = metrics.CURSOR.labels(net, mode)
@@ -885,36 +890,45 @@ class Scanner:
             await self._late_event.wait()
             self._late_event.clear()
             while self._late and not self._stop.is_set():
-                # The oldest sessions first, so one batch spans about one stretch of blocks.
-                keys = sorted(self._late, key=lambda k: self._late[k].order)
-                keys = keys[: self.options.backfill_batch]
-                batch = {key: self._late[key] for key in keys}
-                high = self._planned_to
-                low = await self._backfill_low(batch.values(), high)
-                self._m_backfill_from.set(low)
-                found = 0
-                for lo in range(low, high + 1, self.sizer.size):
+                # The oldest sessions first, so one batch spans about one stretch of blocks
+                # (sorted once a pass: a first start may bring 100,000s of addresses).
+                queue = sorted(self._late, key=lambda k: self._late[k].order)
+                for first in range(0, len(queue), self.options.backfill_batch):
                     if self._stop.is_set():
                         return
-                    hi = min(high, lo + self.sizer.size - 1)
-                    scan = await self._fetch(lo, hi, frozenset(keys))
-                    async with self._lock:
-                        await self._publish(
-                            scan.transfers, TransferStage.CONFIRMED, self._head.latest
-                        )
-                        self.ledger.confirm(scan.transfers)
-                    found += len(scan.transfers)
-                if found:
-                    log.info(
-                        "late addresses had transfers in scanned blocks",
-                        extra={"transfers": found, "low": low, "high": high},
-                    )
-                for key, mark in batch.items():
-                    if self._late.get(key) == mark:  # not re-added meanwhile
-                        del self._late[key]
-                self._m_backfilled.inc(len(keys))
+                    chunk = queue[first : first + self.options.backfill_batch]
+                    batch = {key: self._late[key] for key in chunk if key in self._late}
+                    if batch:
+                        await self._backfill(batch)
             if not self._late:
                 self._late_idle.set()
+
+    async def _backfill(self, batch: dict[bytes, Late]) -> None:
+        """Look ``batch`` up over the blocks scanned so far, from its oldest session's
+        creation; publish what it finds (confirmed) and forget the addresses."""
+        keys = frozenset(batch)
+        high = self._planned_to
+        low = await self._backfill_low(batch.values(), high)
+        self._m_backfill_from.set(low)
+        found = 0
+        for lo in range(low, high + 1, self.sizer.size):
+            if self._stop.is_set():
+                return
+            hi = min(high, lo + self.sizer.size - 1)
+            scan = await self._fetch(lo, hi, keys)
+            async with self._lock:
+                await self._publish(scan.transfers, TransferStage.CONFIRMED, self._head.latest)
+                self.ledger.confirm(scan.transfers)
+            found += len(scan.transfers)
+        if found:
+            log.info(
+                "late addresses had transfers in scanned blocks",
+                extra={"transfers": found, "low": low, "high": high},
+            )
+        for key, mark in batch.items():
+            if self._late.get(key) == mark:  # not re-added meanwhile
+                del self._late[key]
+        self._m_backfilled.inc(len(batch))
 
     async def _backfill_low(self, batch: Iterable[Late], high: int) -> int:
         """First block to look the batch up from: the block at its oldest session's creation
@@ -926,10 +940,19 @@ class Scanner:
             return low
         oldest = datetime.now(UTC) - timedelta(seconds=self.options.backfill_max_age)
         since = max(min(times), oldest) - timedelta(seconds=self.options.backfill_margin)
-        at = await self._retry(
-            "find the block at a session's creation",
-            lambda: block_at(since, high, self.source.block_time),
-        )
+        # Whole minutes (earlier, so never less coverage): sessions created in one minute
+        # share one search, and a block's time never changes.
+        minute = int(since.timestamp()) // 60 * 60
+        at = self._block_at_minute.get(minute)
+        if at is None:
+            moment = datetime.fromtimestamp(minute, UTC)
+            at = await self._retry(
+                "find the block at a session's creation",
+                lambda: block_at(moment, high, self.source.block_time),
+            )
+            if len(self._block_at_minute) >= BLOCK_AT_CACHE:
+                self._block_at_minute.clear()
+            self._block_at_minute[minute] = at
         return min(low, at)
 
     # -- helpers ---------------------------------------------------------------------------
