@@ -20,7 +20,7 @@ from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
-from pago.watcher.core.rpc import WrongChain, redact_url
+from pago.watcher.core.rpc import WrongChain, redact_url, same_chain
 from tests.component.watcher.support import (
     Payment,
     by_stage,
@@ -133,3 +133,14 @@ class TestChainIdentity:
         assert "11155111" in str(refused.value)
         assert f"serves {anvil.chain_id}" in str(refused.value)
         assert app.scanner is None, "nothing was scanned"
+
+
+class TestSameChain:
+    def test_hex_ignores_case_and_prefix_base58_does_not(self) -> None:
+        tron = "00000000000000001ebf88508a03865c71d452e25f4d51194196a1d22b6653dc"
+        assert same_chain(tron.upper(), tron)
+        assert same_chain("0x" + tron, tron)
+        solana = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
+        assert same_chain(solana, solana)
+        assert not same_chain(solana.lower(), solana)
+        assert not same_chain("11155111", "1")
