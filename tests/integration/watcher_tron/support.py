@@ -83,7 +83,13 @@ def tron_settings(bootstrap: str, redis_url: str, chains: Path, **over: object) 
     return WatcherSettings.model_validate(values)
 
 
-async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
+async def watch(
+    bootstrap: str,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
+) -> None:
     """Publish ``WatchAddress`` for each TRON address, as the api's outbox does."""
     until = until or datetime.now(UTC) + timedelta(hours=2)
     producer = create_producer(bootstrap, client_id="tron-watcher-tests")
@@ -97,6 +103,7 @@ async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | N
                 address=address,
                 session_id=f"cs_{address[1:11].lower()}",
                 watch_until=until,
+                created_at=created_at,
             )
             key = watchlist_key(NETWORK, MODE, address).encode()
             acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
