@@ -166,3 +166,38 @@ class TestProgressMarkers:
         )
         gaps = [(b[1] - a[1]).total_seconds() for a, b in itertools.pairwise(rounds)]
         assert all(gap >= interval * 0.9 for gap in gaps), gaps
+
+    async def test_only_the_leader_writes_them(
+        self, anvil: Anvil, broker: KafkaServer, redis_server: RedisServer, chains: Path
+    ) -> None:
+        """Two replicas on one lease: the standby writes no marker while the leader leads, and
+        takes over the rounds (with its higher fence) once the leader stops."""
+        kafka = broker.bootstrap_servers
+        settings = watcher_settings(
+            kafka,
+            redis_server.url,
+            chains,
+            start_block=anvil.web3.eth.block_number + 1,
+            progress_interval=0.0,
+        )
+        first, second = create_app(settings), create_app(settings)
+        async with running(first), running(second):
+            await eventually(lambda: {first.role, second.role} == {"leader", "standby"})
+            leader, standby = (first, second) if first.role == "leader" else (second, first)
+            await asyncio.to_thread(anvil.mine, 4)
+            await _markers_until(kafka, anvil.web3.eth.block_number - 2)
+            term = leader.lease.fence
+            assert standby.scanner is None, "a standby never scanned"
+            leader.request_stop()
+            await eventually(lambda: standby.role == "leader", what="the takeover")
+            await asyncio.to_thread(anvil.mine, 4)
+            records = await _markers_until(kafka, anvil.web3.eth.block_number - 2)
+        fences: dict[int, list[int]] = defaultdict(list)
+        for record in records:
+            if event_type(record) == "ChainScanned":
+                fences[record.partition].append(int(dict(record.headers)["pago-fence"]))
+        assert set(fences) == set(range(PARTITIONS))
+        for partition, seen in fences.items():
+            assert seen == sorted(seen), f"partition {partition}: terms interleave {seen}"
+            assert seen[0] == term
+            assert seen[-1] == standby.lease.fence > term
