@@ -324,7 +324,11 @@ async def _read(bootstrap: str) -> list[TransferObserved]:
         found: list[TransferObserved] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for batch in (await consumer.getmany(*tps, timeout_ms=200)).values():
-                found += [TransferObserved.model_validate_json(r.value) for r in batch if r.value]
+                found += [
+                    TransferObserved.model_validate_json(r.value)
+                    for r in batch
+                    if r.value and dict(r.headers).get("event_type") == b"TransferObserved"
+                ]
         return found
     finally:
         await consumer.stop()
@@ -453,6 +457,7 @@ async def _chain(
     try:
         chains = workdir / f"{name}.toml"
         lines = ["[networks.SOLANA.test]", f"rpc_urls = [{surfpool.rpc_url!r}]"]
+        lines.append(f'genesis_hash = "{surfpool.genesis_hash}"')
         for symbol, mint in surfpool.mints.items():
             lines += [f"[networks.SOLANA.test.tokens.{symbol}]", f'contract = "{mint}"']
             lines += ["decimals = 6"]

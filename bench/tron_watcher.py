@@ -39,7 +39,13 @@ from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
 from pago.devstack.kafka_mock import KafkaServer
 from pago.watcher.app import create_app
-from pago.watcher.chains.tron import BLOCKS_PER_CALL, MAX_IN_FLIGHT, decode_json
+from pago.watcher.chains.tron import (
+    BLOCKS_PER_CALL,
+    MAX_IN_FLIGHT,
+    TronHttp,
+    decode_json,
+    genesis_of,
+)
 from pago.watcher.settings import WatcherSettings
 from tests.support.tron_node import b58
 from tests.support.tron_node.process import TronNodeProcess
@@ -137,7 +143,14 @@ async def _watcher_scan(
     try:
         await _watch(broker.bootstrap_servers, watched)
         chains = workdir / "chains.toml"
-        chains.write_text(f"[networks.TRON.test]\nrpc_urls = [{url!r}]\n")
+        node = TronHttp(url)
+        try:
+            genesis = await genesis_of(node)
+        finally:
+            await node.aclose()
+        chains.write_text(
+            f'[networks.TRON.test]\ngenesis_hash = "{genesis}"\nrpc_urls = [{url!r}]\n'
+        )
         settings = WatcherSettings.model_validate(
             {
                 "network": "TRON",

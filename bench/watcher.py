@@ -154,6 +154,7 @@ async def _watcher_scan(
         await _watch(broker.bootstrap_servers, watched)
         chains = workdir / "chains.toml"
         lines = ["[networks.ETHEREUM.test]", "confirmations = 2", f"rpc_urls = [{anvil.rpc_url!r}]"]
+        lines.append(f"chain_id = {anvil.chain_id}")
         for symbol, address in anvil.tokens.items():
             lines += [f"[networks.ETHEREUM.test.tokens.{symbol}]", f'contract = "{address}"']
             lines += ["decimals = 6"]

@@ -83,7 +83,9 @@ async def test_a_tron_session_goes_underpaid_then_paid(
     env = {
         **server_env,
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "PAGO_CHAINS_FILE": str(chains_file(tmp_path / "chains.toml", node.url)),
+        "PAGO_CHAINS_FILE": str(
+            chains_file(tmp_path / "chains.toml", node.url, genesis=chain.blocks[0].id)
+        ),
         "PAGO_CHECKOUT_BASE_URL": f"http://127.0.0.1:{port}/checkout/",
         "PAGO_LOG_LEVEL": "INFO",
         "PAGO_MATCHER_HTTP_PORT": "0",

@@ -55,6 +55,8 @@ class TestOutbox:
         )
         expires_at = datetime.fromisoformat(session["expires_at"])
         assert watch.watch_until == expires_at + timedelta(hours=24)
+        # The watcher back-fills from the block at the session's creation (issue 11, item 4).
+        assert watch.created_at == datetime.fromisoformat(session["created_at"])
 
     async def test_the_lease_names_the_session(
         self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine

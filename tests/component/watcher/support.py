@@ -28,7 +28,7 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from pago.common.enums import Mode, Network
-from pago.common.events import CursorCommitted, TransferObserved, WatchAddress
+from pago.common.events import ChainScanned, CursorCommitted, TransferObserved, WatchAddress
 from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_CURSORS, CHAIN_TRANSFERS, CHAIN_WATCHLIST, watchlist_key
 from pago.devstack._support import drain_in_thread, stop_process
@@ -43,12 +43,15 @@ USDT = 10**6
 """One 6-decimal test token in base units."""
 
 
-def chains_file(path: Path, anvil: Anvil, *, confirmations: int = 2) -> Path:
-    """A registry override mapping ETHEREUM test mode onto ``anvil`` (as ``pago-dev up`` does)."""
+def chains_file(
+    path: Path, anvil: Anvil, *, confirmations: int = 2, chain_id: int | None = None
+) -> Path:
+    """A registry override mapping ETHEREUM test mode onto ``anvil`` (as ``pago-dev up`` does);
+    ``chain_id``: another id than anvil's (a misconfiguration)."""
     lines = [
         f"[networks.{NETWORK}.test]",
         'name = "anvil (tests)"',
-        f"chain_id = {anvil.chain_id}",
+        f"chain_id = {chain_id if chain_id is not None else anvil.chain_id}",
         f"confirmations = {confirmations}",
         f"rpc_urls = [{anvil.rpc_url!r}]",
     ]
@@ -122,18 +125,29 @@ def caught_up_to(app: WatcherApp, head: int) -> bool:
 # -- the watchlist ------------------------------------------------------------------------
 
 
-async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
-    """Publish ``WatchAddress`` for each address, as the api's outbox does."""
+async def watch(
+    bootstrap: str,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
+) -> None:
+    """Publish ``WatchAddress`` for each address, as the api's outbox does (``created_at``:
+    the session's creation; None as from an api older than that field)."""
     producer = create_producer(bootstrap, client_id="watcher-tests")
     await producer.start()
     try:
-        await publish_watches(producer, addresses, until=until)
+        await publish_watches(producer, addresses, until=until, created_at=created_at)
     finally:
         await producer.stop()
 
 
 async def publish_watches(
-    producer: AIOKafkaProducer, addresses: Iterable[str], *, until: datetime | None = None
+    producer: AIOKafkaProducer,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> None:
     until = until or datetime.now(UTC) + timedelta(hours=2)
     acks = []
@@ -144,6 +158,7 @@ async def publish_watches(
             address=address,
             session_id=f"cs_{address[2:12].lower()}",
             watch_until=until,
+            created_at=created_at,
         )
         key = watchlist_key(NETWORK, MODE, address).encode()
         acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
@@ -220,8 +235,26 @@ def new_addresses(anvil: Anvil, n: int) -> list[str]:
 # -- what reached the broker --------------------------------------------------------------
 
 
+def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
+    """The record's ``event_type`` header (every record the watcher writes carries one)."""
+    value: bytes = dict(record.headers or ()).get("event_type", b"")
+    return value.decode()
+
+
 def transfers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[TransferObserved]:
-    return [TransferObserved.model_validate_json(r.value) for r in records if r.value]
+    return [
+        TransferObserved.model_validate_json(r.value)
+        for r in records
+        if r.value and event_type(r) == "TransferObserved"
+    ]
+
+
+def markers_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[ChainScanned]:
+    return [
+        ChainScanned.model_validate_json(r.value)
+        for r in records
+        if r.value and event_type(r) == "ChainScanned"
+    ]
 
 
 async def read_transfers(
@@ -362,21 +395,9 @@ class RangeLimitingProxy:
             return await response.json()
 
 
-@contextlib.contextmanager
-def frozen_fork(anvil: Anvil) -> Iterator[str]:
-    """A second, real node with the same chain up to now whose head never moves again: anvil
-    forked from ``anvil`` with mining off (a node that stopped syncing). Yields its URL."""
+def _spawn_anvil(args: list[str], name: str, port: int = 0) -> Iterator[str]:
     proc = subprocess.Popen(
-        [
-            str(find_anvil()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--fork-url",
-            anvil.rpc_url,
-            "--no-mining",
-        ],
+        [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -388,12 +409,33 @@ def frozen_fork(anvil: Anvil) -> Iterator[str]:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(fd, 65536) if ready else b""
             if not chunk:
-                raise AssertionError(f"forked anvil did not start: {seen[-2000:]!r}")
+                raise AssertionError(f"{name} did not start: {seen[-2000:]!r}")
             seen += chunk
-        drain = drain_in_thread(proc.stdout, None, "anvil-fork")
+        drain = drain_in_thread(proc.stdout, None, name)
         yield f"http://{match.group(1).decode()}:{match.group(2).decode()}"
     finally:
         stop_process(proc, drain=locals().get("drain"))
+
+
+@contextlib.contextmanager
+def other_chain(chain_id: int, port: int = 0) -> Iterator[str]:
+    """A real node of another chain (anvil with ``--chain-id``): a misconfigured endpoint, e.g. a
+    testnet node behind a mainnet watcher. Yields its URL."""
+    yield from _spawn_anvil(["--chain-id", str(chain_id)], "anvil-other-chain", port)
+
+
+@contextlib.contextmanager
+def live_fork(anvil: Anvil) -> Iterator[str]:
+    """A second node of the same chain (anvil forked from ``anvil``; same chain id), to be
+    stopped while a watcher uses it. Yields its URL."""
+    yield from _spawn_anvil(["--fork-url", anvil.rpc_url], "anvil-live-fork")
+
+
+@contextlib.contextmanager
+def frozen_fork(anvil: Anvil) -> Iterator[str]:
+    """A second, real node with the same chain up to now whose head never moves again: anvil
+    forked from ``anvil`` with mining off (a node that stopped syncing). Yields its URL."""
+    yield from _spawn_anvil(["--fork-url", anvil.rpc_url, "--no-mining"], "anvil-fork")
 
 
 def assert_cursor_never_ahead(
@@ -404,6 +446,8 @@ def assert_cursor_never_ahead(
     block (producer timestamps, ms; the watcher writes a cursor only after the acks)."""
     first_confirmed: dict[tuple[str, int], tuple[int, int]] = {}
     for record in transfers:
+        if event_type(record) != "TransferObserved":
+            continue
         t = TransferObserved.model_validate_json(record.value)
         if t.stage.value == "confirmed":
             key = (t.tx_hash, t.log_index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from tests.component.watcher.support import (
     by_stage,
     caught_up_to,
     dump,
+    event_type,
     eventually,
     identity,
     new_addresses,
@@ -106,6 +108,8 @@ class TestScan:
             assert t.from_address == anvil.payers[paid.payer][0]
             assert t.confirmations >= 2
             assert t.block_number >= first_block
+            stamp = anvil.web3.eth.get_block(t.block_number)["timestamp"]
+            assert t.block_time == datetime.fromtimestamp(stamp, UTC), "the block's own time"
         to_40 = sorted(
             (t.block_number, t.amount_raw)
             for t in stages["confirmed"]
@@ -122,7 +126,12 @@ class TestScan:
                 < order[(identity(t), TransferStage.CONFIRMED)]
             )
 
-        records = await read_all(kafka, CHAIN_TRANSFERS)
+        everything = await read_all(kafka, CHAIN_TRANSFERS)
+        for r in everything:
+            assert dict(r.headers)["v"] == b"1"
+            assert event_type(r) in ("TransferObserved", "ChainScanned")
+        records = [r for r in everything if event_type(r) == "TransferObserved"]
+        assert len(records) == len(seen)
         assert_cursor_never_ahead(records, await read_all(kafka, CHAIN_CURSORS))
         assert {r.key for r in records} == {f"{NETWORK}:{t.to_address}".encode() for t in seen}, (
             "keyed network:address, so one address stays on one partition"

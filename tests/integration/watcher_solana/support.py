@@ -46,10 +46,14 @@ TOKEN = 10**6
 """One 6-decimal test token in base units."""
 
 
-def chains_file(path: Path, surfpool: Surfpool, *, rpc_urls: Sequence[str] = ()) -> Path:
-    """A registry override mapping SOLANA test mode onto ``surfpool`` (as ``pago-dev up`` does)."""
+def chains_file(
+    path: Path, surfpool: Surfpool, *, rpc_urls: Sequence[str] = (), genesis: str | None = None
+) -> Path:
+    """A registry override mapping SOLANA test mode onto ``surfpool`` (as ``pago-dev up`` does);
+    ``genesis``: another genesis hash than the simnet's (a misconfiguration)."""
     urls = list(rpc_urls) or [surfpool.rpc_url]
     lines = [f"[networks.{NETWORK}.test]", 'name = "Surfpool (tests)"', f"rpc_urls = {urls!r}"]
+    lines.append(f'genesis_hash = "{genesis or surfpool.genesis_hash}"')
     for symbol, mint in surfpool.mints.items():
         lines += [f"[networks.{NETWORK}.test.tokens.{symbol}]", f'contract = "{mint}"']
         lines += ["decimals = 6"]

@@ -38,4 +38,4 @@ async def node(chain: TronChain) -> AsyncIterator[TronNode]:
 
 @pytest.fixture
 def chains(tmp_path: Path, node: TronNode) -> Path:
-    return chains_file(tmp_path / "chains.toml", node.url)
+    return chains_file(tmp_path / "chains.toml", node.url, genesis=node.chain.blocks[0].id)

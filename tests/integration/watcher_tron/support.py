@@ -40,9 +40,11 @@ CONFIRMATIONS = 19
 """The registry's depth for TRON (not overridden here: the tests run at the real one)."""
 
 
-def chains_file(path: Path, *urls: str, confirmations: int | None = None) -> Path:
-    """A registry override pointing TRON test mode at local nodes (the token stays Nile's)."""
+def chains_file(path: Path, *urls: str, genesis: str, confirmations: int | None = None) -> Path:
+    """A registry override pointing TRON test mode at local nodes (the token stays Nile's);
+    ``genesis``: the local chain's block 0 id (the watcher refuses a node on another chain)."""
     lines = [f"[networks.{NETWORK}.test]", 'name = "local TRON node (tests)"']
+    lines.append(f'genesis_hash = "{genesis}"')
     if confirmations is not None:
         lines.append(f"confirmations = {confirmations}")
     lines.append("rpc_urls = [" + ", ".join(repr(u) for u in urls) + "]")
@@ -81,7 +83,13 @@ def tron_settings(bootstrap: str, redis_url: str, chains: Path, **over: object) 
     return WatcherSettings.model_validate(values)
 
 
-async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | None = None) -> None:
+async def watch(
+    bootstrap: str,
+    addresses: Iterable[str],
+    *,
+    until: datetime | None = None,
+    created_at: datetime | None = None,
+) -> None:
     """Publish ``WatchAddress`` for each TRON address, as the api's outbox does."""
     until = until or datetime.now(UTC) + timedelta(hours=2)
     producer = create_producer(bootstrap, client_id="tron-watcher-tests")
@@ -95,6 +103,7 @@ async def watch(bootstrap: str, addresses: Iterable[str], *, until: datetime | N
                 address=address,
                 session_id=f"cs_{address[1:11].lower()}",
                 watch_until=until,
+                created_at=created_at,
             )
             key = watchlist_key(NETWORK, MODE, address).encode()
             acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))

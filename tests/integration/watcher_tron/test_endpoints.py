@@ -42,7 +42,9 @@ async def test_fails_over_from_a_dead_primary(
             primary = broken.url + "/SECRETKEY"
         else:
             primary = f"http://127.0.0.1:{free_tcp_port()}/SECRETKEY"
-        chains = chains_file(tmp_path / "chains.toml", primary, node.url)
+        chains = chains_file(
+            tmp_path / "chains.toml", primary, node.url, genesis=chain.blocks[0].id
+        )
         addresses = new_addresses(3)
         await watch(kafka, addresses)
         settings = tron_settings(

@@ -68,6 +68,7 @@ class ModeSpec:
 
     name: str
     chain_id: int | None
+    """EVM: the EIP-155 chain id every RPC endpoint must answer ``eth_chainId`` with."""
     tokens: Mapping[Token, TokenSpec]
     rpc_urls: tuple[str, ...] = ()
     confirmations: int | None = None
@@ -76,6 +77,16 @@ class ModeSpec:
     """A public RPC endpoint a checkout page may use to watch the chain (the session object's
     ``detection_rpc_url``); ``None`` when none is configured. Never one of ``rpc_urls`` by
     default: those may carry provider keys."""
+    genesis_hash: str | None = None
+    """TRON: block 0's ``blockID`` (hex); SOLANA: ``getGenesisHash`` (base58). The watcher
+    refuses an endpoint that answers otherwise."""
+
+    @property
+    def chain_identity(self) -> str | None:
+        """What an endpoint of this chain must report: the chain id (EVM) or genesis hash."""
+        if self.genesis_hash is not None:
+            return self.genesis_hash
+        return str(self.chain_id) if self.chain_id is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +210,7 @@ def _parse(raw: Mapping[str, Any], source: str) -> Registry:
                     rpc_urls=tuple(mode_body.get("rpc_urls", ())),
                     confirmations=mode_body.get("confirmations"),
                     detection_rpc_url=_optional_url(mode_body.get("detection_rpc_url")),
+                    genesis_hash=mode_body.get("genesis_hash"),
                 )
             networks[network] = NetworkSpec(
                 network=network,

@@ -62,6 +62,7 @@ def _chains_override(stack: DevStack) -> str:
         lines += [
             "[networks.SOLANA.test]",
             'name = "Surfpool (make dev)"',
+            f'genesis_hash = "{sol.genesis_hash}"',
             f"rpc_urls = [{sol.rpc_url!r}]",
             f"detection_rpc_url = {sol.rpc_url!r}",
         ]

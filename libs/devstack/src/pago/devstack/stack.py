@@ -329,6 +329,7 @@ class DevStack:
             info["solana"] = {
                 "rpc_url": sol.rpc_url,
                 "ws_url": sol.ws_url,
+                "genesis_hash": sol.genesis_hash,
                 "mints": sol.mints,
                 "decimals": 6,
                 "payer": (

@@ -198,6 +198,8 @@ class Surfpool:
     mints: dict[str, str]
     payer: Keypair | None
     external: bool
+    genesis_hash: str = ""
+    """``getGenesisHash``: a fresh surfnet has a new one each start (the watcher checks it)."""
     _host: _NodeHost | None = field(default=None, repr=False)
     _token_programs: dict[str, Pubkey] = field(default_factory=dict, repr=False)
 
@@ -243,6 +245,7 @@ class Surfpool:
                 _host=host,
             )
             self._create_mints(payer_balance_units)
+            self.genesis_hash = self._genesis()
         except BaseException:
             host.close()
             raise
@@ -284,6 +287,7 @@ class Surfpool:
             if owner is None:
                 raise DevStackError(f"mint {mints[symbol]} ({symbol}) does not exist at {rpc_url}")
             self._token_programs[symbol] = owner
+        self.genesis_hash = self._genesis()
         return self
 
     def _create_mints(self, balance_units: int) -> None:
@@ -408,6 +412,12 @@ class Surfpool:
         if wait:
             self._rpc(lambda c: _confirm(c, signature))
         return str(signature)
+
+    def _genesis(self) -> str:
+        async def run(client: AsyncClient) -> str:
+            return str((await client.get_genesis_hash()).value)
+
+        return self._rpc(run)
 
     def cheat(self, method: str, *params: Any) -> Any:
         """Call a surfnet cheat code in node, e.g. ``cheat("fundSol", pubkey, lamports)``."""

@@ -32,7 +32,7 @@ from pago.watcher.chains.factory import build_source
 from pago.watcher.core.cursor import CursorStore
 from pago.watcher.core.leadership import Lease, RedisLease, SoloLease
 from pago.watcher.core.publisher import TransferPublisher
-from pago.watcher.core.rpc import Backoff
+from pago.watcher.core.rpc import Backoff, WrongChain
 from pago.watcher.core.scanner import Scanner, ScanOptions
 from pago.watcher.core.stages import StagePolicy
 from pago.watcher.core.watch_set import WatchSet
@@ -132,6 +132,9 @@ class WatcherApp:
             self.scanner.request_stop()
 
     async def start(self) -> None:
+        # Before anything else: an endpoint on another chain must never serve a head or a range,
+        # and with none on the right chain there is nothing to run (``WrongChain``).
+        await self.source.check_identity()
         await self.health.start()
         await self.producer.start()
         self._follower_task = asyncio.create_task(self.follower.run(), name="watchlist")
@@ -148,8 +151,13 @@ class WatcherApp:
         )
 
     async def run(self) -> None:
-        """Start, serve until ``request_stop`` (or a part dies), stop. Raises if a part died."""
-        await self.start()
+        """Start, serve until ``request_stop`` (or a part dies), stop. Raises if a part died
+        (``WrongChain`` at once when no endpoint serves the configured chain)."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         parts = [t for t in (self._follower_task, self._lead_task) if t is not None]
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -255,7 +263,10 @@ class WatcherApp:
                     break
             if task.done() and not task.cancelled() and task.exception() is not None:
                 failed = True
-                log.error("scan term failed", exc_info=task.exception())
+                error = task.exception()
+                if isinstance(error, WrongChain):
+                    raise error  # every endpoint turned out to serve another chain: stop
+                log.error("scan term failed", exc_info=error)
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -295,6 +306,9 @@ def create_app(
         ring_size=max(settings.ring_size, confirmations + RING_MARGIN),
         start_block=settings.start_block,
         backfill_blocks=settings.backfill_blocks,
+        backfill_margin=settings.backfill_margin,
+        backfill_max_age=settings.backfill_max_age,
+        progress_interval=settings.progress_interval,
     )
     client_id = f"pago-watcher-{settings.network.value.lower()}-{settings.mode.value}"
     producer = create_producer(settings.kafka_bootstrap_servers, client_id=client_id)

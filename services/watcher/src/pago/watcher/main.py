@@ -26,6 +26,7 @@ from pago.common.logging import configure_logging
 from pago.common.settings import describe_validation_error, exit_with
 from pago.watcher.app import create_app
 from pago.watcher.chains.factory import build_source
+from pago.watcher.core.rpc import WrongChain
 from pago.watcher.settings import WatcherSettings
 
 SERVICE = "pago-watcher"
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:  # a second Ctrl-C during the graceful stop
         exit_with(SERVICE, "interrupted")
+    except WrongChain as exc:
+        exit_with(SERVICE, str(exc))
     except Exception:
         log.exception("the watcher failed")
         raise SystemExit(1) from None

@@ -111,3 +111,23 @@ ENDPOINT_STALE = Gauge(
     "1 while an endpoint is avoided: behind the best head, or its head stopped moving",
     ["network", "endpoint"],
 )
+PROGRESS_MARKERS = Counter(
+    "pago_watcher_progress_markers_total",
+    "ChainScanned markers the broker acknowledged (one per chain.transfers partition a round)",
+    ["network", "mode"],
+)
+PROGRESS_BLOCK = Gauge(
+    "pago_watcher_progress_block",
+    "Block of the newest ChainScanned round written (the matcher may expire up to its time)",
+    ["network", "mode"],
+)
+BACKFILL_FROM = Gauge(
+    "pago_watcher_backfill_from_block",
+    "First block of the newest late-address back-fill (the block at the session's creation)",
+    ["network", "mode"],
+)
+ENDPOINT_WRONG_CHAIN = Gauge(
+    "pago_watcher_endpoint_wrong_chain",
+    "1 while an endpoint is refused because it serves another chain (chain id or genesis hash)",
+    ["network", "endpoint"],
+)

@@ -60,7 +60,16 @@ class WatcherSettings(ServiceSettings):
     cursor_interval: float = Field(default=1.0, ge=0, alias="PAGO_WATCHER_CURSOR_INTERVAL")
     """Least seconds between cursor records."""
     backfill_blocks: int = Field(default=1000, ge=0, alias="PAGO_WATCHER_BACKFILL_BLOCKS")
-    """Blocks behind the scan that an address arriving late is looked up over."""
+    """Blocks behind the scan that an address arriving late is looked up over at least (all of
+    its back-fill when its ``WatchAddress`` has no ``created_at``: an older api)."""
+    backfill_margin: float = Field(default=120.0, ge=0, alias="PAGO_WATCHER_BACKFILL_MARGIN")
+    """Seconds before the session's ``created_at`` a late address's back-fill starts (clocks of
+    the api and of block producers differ; a block's timestamp may precede its inclusion)."""
+    backfill_max_age: float = Field(default=7 * 86_400, gt=0, alias="PAGO_WATCHER_BACKFILL_MAX_AGE")
+    """Seconds: a session older than this is back-filled from this far back only."""
+    progress_interval: float = Field(default=5.0, ge=0, alias="PAGO_WATCHER_PROGRESS_INTERVAL")
+    """Least seconds between two ``ChainScanned`` rounds on ``chain.transfers`` (one marker per
+    partition), and the most a cursor move waits for its round."""
     watch_retention: float = Field(default=7 * 86_400, ge=0, alias="PAGO_WATCHER_WATCH_RETENTION")
     """Seconds an address stays watched after its ``watch_until`` (catch-up after an outage)."""
 

@@ -23,6 +23,7 @@ Contract of ``transfers`` (what keeps the cursor honest):
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pago.common.enums import Mode, Network
@@ -92,6 +93,17 @@ class ChainSource(Protocol):
 
     async def transfers(self, start: int, end: int, watched: WatchView) -> Scan:
         """Every transfer in blocks ``[start, end]`` to a key in ``watched`` (see above)."""
+        ...
+
+    async def block_time(self, number: int) -> datetime:
+        """The timestamp of block ``number`` (of the newest block at or below it where numbers
+        skip), UTC: how a back-fill finds the block at a session's creation."""
+        ...
+
+    async def check_identity(self) -> None:
+        """Ask every endpoint which chain it serves (EVM ``eth_chainId``, TRON's genesis block
+        id, Solana's genesis hash) and refuse those on another chain than the registry names;
+        raise ``WrongChain`` if none is on the right one (see ``core.rpc``)."""
         ...
 
     async def aclose(self) -> None:

@@ -19,8 +19,10 @@ bench`` compares the whole scan with a bare loop).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
@@ -33,7 +35,7 @@ from web3.types import RPCEndpoint, RPCResponse
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
 from pago.watcher.chains.base import WatchView
-from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
+from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer, block_time
 from pago.watcher.core.rpc import EndpointPool, RangeTooLarge, RpcError
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -89,6 +91,14 @@ def _raise_for(method: str, error: Mapping[str, Any]) -> None:
     raise JsonRpcError(method, error)
 
 
+async def chain_id_of(w3: Web3Client) -> str:
+    """The endpoint's ``eth_chainId``, in decimal (as the registry writes ``chain_id``)."""
+    response = await w3.provider.make_request(RPCEndpoint("eth_chainId"), [])
+    if "error" in response:
+        raise JsonRpcError("eth_chainId", response["error"])
+    return str(int(response["result"], 16))
+
+
 class EvmSource:
     """Transfers of the registry's ERC-20 tokens on one EVM network."""
 
@@ -119,9 +129,11 @@ class EvmSource:
         urls: Sequence[str],
         *,
         timeout: float = 10.0,
+        chain_id: int | None = None,
         **pool_options: Any,
     ) -> EvmSource:
-        """A source over HTTP endpoints ``urls`` (the first one is the primary)."""
+        """A source over HTTP endpoints ``urls`` (the first one is the primary); with
+        ``chain_id``, an endpoint answering another ``eth_chainId`` is refused."""
         clients = [
             (
                 url,
@@ -137,7 +149,12 @@ class EvmSource:
             for url in urls
         ]
         pool: EndpointPool[Web3Client] = EndpointPool.of(
-            network.value, clients, timeout=timeout, **pool_options
+            network.value,
+            clients,
+            timeout=timeout,
+            identify=chain_id_of,
+            expected=str(chain_id) if chain_id is not None else None,
+            **pool_options,
         )
         return cls(network, mode, tokens, pool)
 
@@ -258,23 +275,59 @@ class EvmSource:
             if last is None or first is None:
                 raise RpcError(f"endpoint lacks a block of [{start}, {end}]")
             logs = results[-1] if query is not None else []
-            return self._decode(start, end, first["parentHash"], last["hash"], logs, watched)
+            scan = self._decode(start, end, first["parentHash"], last, logs, watched)
+            await self._fill_times(w3, scan.transfers)
+            return scan
 
         return await self._pool.call(
             fetch, method="eth_getLogs", min_head=end, refuse_on_timeout=end > start
         )
+
+    async def _fill_times(self, w3: Web3Client, found: list[Transfer]) -> None:
+        """Give each transfer its block's timestamp where the log carried none (nodes older
+        than the logs' ``blockTimestamp`` field): one batch of the few blocks that hold watched
+        transfers, each checked to be the block the log named."""
+        wanted = sorted({t.block_number for t in found if t.block_time is None})
+        if not wanted:
+            return
+        times: dict[int, datetime] = {}
+        for lo in range(0, len(wanted), BLOCKS_PER_BATCH):
+            numbers = wanted[lo : lo + BLOCKS_PER_BATCH]
+            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+            for n, block in zip(numbers, await self._batch(w3, calls), strict=True):
+                if block is None:
+                    raise RpcError(f"endpoint has no block {n}")
+                times[n] = block_time(int(block["timestamp"], 16))
+                hashes = {t.block_hash for t in found if t.block_number == n}
+                if hashes != {block["hash"]}:
+                    raise RpcError(f"block {n} changed between the log query and its header")
+        for i, t in enumerate(found):
+            if t.block_time is None:
+                found[i] = dataclasses.replace(t, block_time=times[t.block_number])
+
+    async def block_time(self, number: int) -> datetime:
+        async def fetch(w3: Web3Client) -> datetime:
+            block = await self._call(w3, "eth_getBlockByNumber", [hex(number), False])
+            if block is None:
+                raise RpcError(f"endpoint has no block {number}")
+            return block_time(int(block["timestamp"], 16))
+
+        return await self._pool.call(fetch, method="eth_getBlockByNumber", min_head=number)
 
     def _decode(
         self,
         start: int,
         end: int,
         parent_hash: str,
-        end_hash: str,
+        last: Mapping[str, Any],
         logs: list[dict[str, Any]],
         watched: WatchView,
     ) -> Scan:
         found: list[Transfer] = []
         contains = watched.__contains__
+        end_hash = str(last["hash"])
+        end_time = block_time(int(last["timestamp"], 16))
+        times: dict[str, datetime] = {}
         for entry in logs:
             topics = entry["topics"]
             # ERC-20 Transfer has 3 topics; ERC-721's has a 4th (the token id): not ours.
@@ -295,6 +348,14 @@ class EvmSource:
             data = entry["data"]
             if spec is None or len(data) != 66:
                 continue
+            # Most nodes put the block's timestamp on each log (geth ≥ 1.14, reth, anvil);
+            # the others get their blocks' headers after the query (``_fill_times``).
+            stamp = entry.get("blockTimestamp")
+            when: datetime | None = end_time if number == end else None
+            if stamp is not None:
+                when = times.get(stamp)
+                if when is None:
+                    when = times[stamp] = block_time(int(stamp, 16))
             found.append(
                 Transfer(
                     token=spec.symbol,
@@ -307,9 +368,13 @@ class EvmSource:
                     to_address=self.address_text(to_key),
                     amount_raw=int(data, 16),
                     decimals=spec.decimals,
+                    block_time=when,
                 )
             )
-        return Scan(start, end, parent_hash, end_hash, found)
+        return Scan(start, end, parent_hash, end_hash, found, end_time)
+
+    async def check_identity(self) -> None:
+        await self._pool.check_identity()
 
     async def aclose(self) -> None:
         for endpoint in self._pool.endpoints:

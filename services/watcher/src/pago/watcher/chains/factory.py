@@ -25,6 +25,7 @@ def _evm(settings: WatcherSettings) -> ChainSource:
         spec.tokens,
         _urls(settings),
         timeout=settings.rpc_timeout,
+        chain_id=spec.chain_id,
         backoff=Backoff(base=0.25, cap=settings.rpc_backoff_max),
         stale_blocks=settings.stale_blocks,
         stale_after=settings.stale_after,
@@ -45,6 +46,7 @@ def _tron(settings: WatcherSettings) -> ChainSource:
         solidified_from=SolidifiedFrom(settings.tron_solidified_from),
         max_in_flight=settings.tron_max_in_flight,
         timeout=settings.rpc_timeout,
+        genesis_hash=spec.genesis_hash,
         backoff=Backoff(base=0.25, cap=settings.rpc_backoff_max),
         stale_blocks=settings.stale_blocks,
         stale_after=settings.stale_after,
@@ -67,6 +69,7 @@ def _solana(settings: WatcherSettings) -> ChainSource:
         signature_page=settings.solana_signature_page,
         # Hints answer only ranges above the finalized slot, which then carry detections only.
         balance_hints=settings.solana_balance_hints and settings.confirm_finalized,
+        genesis_hash=spec.genesis_hash,
         backoff=Backoff(base=0.25, cap=settings.rpc_backoff_max),
         stale_blocks=settings.stale_blocks,
         stale_after=settings.stale_after,

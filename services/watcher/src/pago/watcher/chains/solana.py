@@ -58,6 +58,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -76,7 +77,7 @@ from pago.watcher.chains.solana_rpc import (
     RpcStats,
     SolanaNode,
 )
-from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
+from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer, block_time
 from pago.watcher.core.rpc import EndpointPool, RpcError
 from pago.watcher.core.watch_set import WatchSet
 
@@ -282,6 +283,12 @@ class Listing:
         return self._slots[i - 1] if i else None
 
 
+async def genesis_of(node: SolanaNode) -> str:
+    """The endpoint's ``getGenesisHash``: which cluster it serves."""
+    (genesis,) = await node.calls([("getGenesisHash", [])])
+    return str(genesis)
+
+
 class SolanaSource:
     """SPL token deposits (the registry's mints) to watched owners' ATAs on one network.
 
@@ -327,7 +334,10 @@ class SolanaSource:
         self._accounts: dict[str, Account] = {}
         self._txs: OrderedDict[str, DecodedTx] = OrderedDict()
         self._final: set[str] = set()
-        self._headers: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._headers: OrderedDict[int, tuple[str, str, datetime | None]] = OrderedDict()
+        """slot → (blockhash, previousBlockhash, blockTime)."""
+        self._clock: OrderedDict[int, datetime | None] = OrderedDict()
+        """slot → ``getBlockTime`` where the header's time was not plausible."""
         self._listing = Listing()
         self._finalized = -1
         self._pruned_at = -1
@@ -349,6 +359,7 @@ class SolanaSource:
         concurrency: int = 8,
         signature_page: int = SIGNATURE_PAGE,
         balance_hints: bool = True,
+        genesis_hash: str | None = None,
         **pool_options: Any,
     ) -> SolanaSource:
         """A source over HTTP endpoints ``urls`` (the first is the primary); ``budget``: JSON-RPC
@@ -369,7 +380,12 @@ class SolanaSource:
             for url in urls
         ]
         pool: EndpointPool[SolanaNode] = EndpointPool.of(
-            network.value, nodes, timeout=timeout, **pool_options
+            network.value,
+            nodes,
+            timeout=timeout,
+            identify=genesis_of,
+            expected=genesis_hash,
+            **pool_options,
         )
         return cls(
             network,
@@ -547,7 +563,7 @@ class SolanaSource:
         refs = []
         previous: str | None = None
         for slot in slots:
-            block_hash, parent_hash = hashes[slot]
+            block_hash, parent_hash, _ = hashes[slot]
             if previous is None:
                 known = self._listing.newest_at_or_below(slot - 1)
                 header = self._headers.get(known) if known is not None else None
@@ -587,6 +603,7 @@ class SolanaSource:
         hashes = await self._headers_of(
             sorted(wanted | ({last} if last is not None else set())), end
         )
+        times = await self._times_of(wanted | ({last} if last is not None else set()), end)
         transfers = []
         for sig in sorted(found, key=lambda s: (found[s], s)):
             tx = txs[sig]
@@ -609,6 +626,7 @@ class SolanaSource:
                         log_index=credit.index,
                         block_number=tx.slot,
                         block_hash=hashes[tx.slot][0],
+                        block_time=times[tx.slot],
                         from_address=credit.sender,
                         to_address=self.address_text(account.owner),
                         amount_raw=credit.amount,
@@ -617,8 +635,21 @@ class SolanaSource:
                 )
         parent_hash = await self._hash_at(parent, end)
         end_hash = hashes[last][0] if last is not None else parent_hash
+        end_time = times[last] if last is not None else None
         self._prune()
-        return Scan(start, end, parent_hash, end_hash, transfers)
+        return Scan(start, end, parent_hash, end_hash, transfers, end_time)
+
+    async def block_time(self, number: int) -> datetime:
+        slot = await self._newest_at_or_below(number, number)
+        if slot is None:
+            raise RpcError(f"no block at or below slot {number}")
+        when = (await self._times_of([slot], number))[slot]
+        if when is None:
+            raise RpcError(f"slot {slot} has no block time")
+        return when
+
+    async def check_identity(self) -> None:
+        await self._pool.check_identity()
 
     async def aclose(self) -> None:
         for endpoint in self._pool.endpoints:
@@ -828,8 +859,12 @@ class SolanaSource:
             self._listing.add(start, end, [int(s) for s in slots])
         return self._listing.slots(start, end)
 
-    async def _headers_of(self, slots: Sequence[int], min_head: int) -> dict[int, tuple[str, str]]:
-        """(blockhash, previousBlockhash) of each slot, cached."""
+    async def _headers_of(
+        self, slots: Sequence[int], min_head: int
+    ) -> dict[int, tuple[str, str, datetime | None]]:
+        """(blockhash, previousBlockhash, blockTime) of each slot, cached. ``blockTime`` is the
+        validators' stake-weighted clock (unix seconds; null for very old slots), None here when
+        it is not a plausible reading (see ``_times_of``)."""
         missing = [s for s in slots if s not in self._headers]
         if missing:
             options = {
@@ -846,10 +881,37 @@ class SolanaSource:
             for slot, (block, _) in zip(missing, answers, strict=True):
                 if block is None:
                     raise RpcError(f"getBlock: the endpoint has no block {slot}")
-                self._headers[slot] = (block["blockhash"], block["previousBlockhash"])
+                stamp = block.get("blockTime")
+                self._headers[slot] = (
+                    block["blockhash"],
+                    block["previousBlockhash"],
+                    block_time(int(stamp)) if _plausible(stamp) else None,
+                )
             while len(self._headers) > HEADER_CACHE:
                 self._headers.popitem(last=False)
         return {s: self._headers[s] for s in slots}
+
+    async def _times_of(self, slots: Collection[int], min_head: int) -> dict[int, datetime | None]:
+        """Each slot's block time: from its header, else ``getBlockTime`` (cached).
+
+        Surfpool's ``getBlock`` reports ``blockTime`` a thousand times too small (1796185 where
+        its ``getBlockTime`` says 1796185479, the wall clock): a time before Solana's genesis is
+        no clock reading, so the slot's time is asked for on its own, once.
+        """
+        headers = await self._headers_of(sorted(slots), min_head)
+        times = {s: headers[s][2] for s in slots}
+        missing = [s for s, t in times.items() if t is None and s not in self._clock]
+        if missing:
+            answers = await self._spread(
+                [("getBlockTime", [slot]) for slot in missing],
+                method="getBlockTime",
+                min_head=min_head,
+            )
+            for slot, (stamp, _) in zip(missing, answers, strict=True):
+                self._clock[slot] = block_time(int(stamp)) if _plausible(stamp) else None
+            while len(self._clock) > HEADER_CACHE:
+                self._clock.popitem(last=False)
+        return {s: t if t is not None else self._clock.get(s) for s, t in times.items()}
 
     async def _newest_at_or_below(self, slot: int, min_head: int) -> int | None:
         """The newest slot ≤ ``slot`` that has a block (None: none in reach, the chain's start)."""
@@ -871,6 +933,14 @@ class SolanaSource:
         if slot is None:
             return ""
         return (await self._headers_of([slot], min_head))[slot][0]
+
+
+SOLANA_GENESIS = 1_584_368_940
+"""Mainnet-beta's genesis (2020-03-16, unix seconds): no real block time is older."""
+
+
+def _plausible(stamp: object) -> bool:
+    return isinstance(stamp, int) and stamp >= SOLANA_GENESIS
 
 
 def _merge(poll: _Poll, low: int) -> None:

@@ -35,6 +35,7 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from http import HTTPStatus
@@ -46,7 +47,7 @@ import base58
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
 from pago.watcher.chains.base import WatchView
-from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
+from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer, block_time
 from pago.watcher.core.rpc import EndpointPool, RpcError
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -174,6 +175,8 @@ class _Block:
     id: str
     parent: str
     txids: tuple[str, ...]
+    timestamp: int = 0
+    """The header's ``timestamp``: unix milliseconds (``blockTimeStamp`` of its receipts)."""
 
     @classmethod
     def parse(cls, block: Mapping[str, Any]) -> _Block:
@@ -185,11 +188,24 @@ class _Block:
             parent=str(raw["parentHash"]),
             # No "transactions" key at all when a block is empty.
             txids=tuple(str(tx["txID"]) for tx in block.get("transactions", ())),
+            timestamp=int(raw.get("timestamp", 0)),
         )
+
+    @property
+    def time(self) -> datetime:
+        return block_time(self.timestamp / 1000)
 
     @property
     def ref(self) -> BlockRef:
         return BlockRef(self.number, self.id, self.parent)
+
+
+async def genesis_of(node: TronHttp) -> str:
+    """The ``blockID`` of the endpoint's block 0: which TRON network it serves."""
+    block = await node.call("wallet/getblockbynum", {"num": 0})
+    if not block or "blockID" not in block:
+        raise RpcError("getblockbynum 0: no genesis block")
+    return str(block["blockID"]).lower()
 
 
 class TronSource:
@@ -227,15 +243,22 @@ class TronSource:
         solidified_from: SolidifiedFrom = SolidifiedFrom.NODEINFO,
         max_in_flight: int = MAX_IN_FLIGHT,
         timeout: float = 10.0,
+        genesis_hash: str | None = None,
         **pool_options: Any,
     ) -> TronSource:
-        """A source over HTTP endpoints ``urls`` (the first one is the primary)."""
+        """A source over HTTP endpoints ``urls`` (the first one is the primary); with
+        ``genesis_hash``, an endpoint whose block 0 has another ``blockID`` is refused."""
         clients = [
             (url, TronHttp(url, api_key=api_key, timeout=timeout, max_connections=max_in_flight))
             for url in urls
         ]
         pool: EndpointPool[TronHttp] = EndpointPool.of(
-            network.value, clients, timeout=timeout, **pool_options
+            network.value,
+            clients,
+            timeout=timeout,
+            identify=genesis_of,
+            expected=genesis_hash,
+            **pool_options,
         )
         return cls(
             network,
@@ -377,7 +400,7 @@ class TronSource:
         async def ends(node: TronHttp) -> Scan:
             # Nothing to look for: the blocks at both ends chain the range and name its end.
             first, last = await asyncio.gather(self._block(node, start), self._block(node, end))
-            return Scan(start, end, first.parent, last.id, [])
+            return Scan(start, end, first.parent, last.id, [], last.time)
 
         async def fetch(node: TronHttp) -> Scan:
             blocks = await self._blocks(node, start, end)
@@ -386,7 +409,7 @@ class TronSource:
             found: list[Transfer] = []
             for block, infos in zip(full, receipts, strict=True):
                 self._decode(block, infos, watched, found)
-            return Scan(start, end, blocks[0].parent, blocks[-1].id, found)
+            return Scan(start, end, blocks[0].parent, blocks[-1].id, found, blocks[-1].time)
 
         return await self._pool.call(
             fetch if watched else ends,
@@ -394,6 +417,12 @@ class TronSource:
             min_head=end,
             refuse_on_timeout=end > start,
         )
+
+    async def block_time(self, number: int) -> datetime:
+        async def fetch(node: TronHttp) -> datetime:
+            return (await self._block(node, number)).time
+
+        return await self._pool.call(fetch, method="getblockbynum", min_head=number)
 
     def _decode(
         self,
@@ -404,6 +433,7 @@ class TronSource:
     ) -> None:
         position = 0
         by_address = self._by_log_address
+        when = block.time
         for txid, info in zip(block.txids, infos, strict=True):
             logs = info.get("log") or ()
             first = position
@@ -441,8 +471,12 @@ class TronSource:
                         to_address=base58_address(to_key),
                         amount_raw=int(data, 16),
                         decimals=spec.decimals,
+                        block_time=when,
                     )
                 )
+
+    async def check_identity(self) -> None:
+        await self._pool.check_identity()
 
     async def aclose(self) -> None:
         for endpoint in self._pool.endpoints:

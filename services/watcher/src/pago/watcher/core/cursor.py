@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -45,6 +45,9 @@ class Cursor:
     """Every transfer in blocks ≤ ``number`` was published and acknowledged."""
     hash: str
     """Hash of block ``number`` ("" when unknown: a first start at block 0)."""
+    time: datetime | None = field(default=None, compare=False)
+    """Timestamp of block ``number`` when the range that ended there told it (progress
+    markers need it); not stored in ``chain.cursors``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,14 @@ numbers: nothing in the core assumes that every number between two blocks exists
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pago.common.enums import Token
+
+
+def block_time(seconds: int | float) -> datetime:
+    """A block's timestamp (unix seconds; TRON's milliseconds divided by 1,000) as UTC."""
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,9 @@ class Transfer:
     amount_raw: int
     """Base units of ``token``; never a float."""
     decimals: int
+    block_time: datetime | None = None
+    """The block's own timestamp (UTC): decides whether a payment was made before a session
+    expired. None only where the chain gave none."""
 
     @property
     def identity(self) -> tuple[str, int]:
@@ -72,3 +81,6 @@ class Scan:
     parent_hash: str
     end_hash: str
     transfers: list[Transfer]
+    end_time: datetime | None = None
+    """Timestamp of the block ``end_hash`` names (the cursor's block time, for the progress
+    markers); None when the source could not tell (then no marker is written for it)."""

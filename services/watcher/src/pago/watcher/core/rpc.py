@@ -11,6 +11,14 @@ Stale means one of: *behind* (its head trails the best endpoint's by more than
 another endpoint's has). A range query also names the block it needs (``min_head``) and never
 goes to an endpoint that has not reported that block: a lagging node answers ``eth_getLogs``
 past its head with an empty list on some clients, and an empty list would be a skipped range.
+
+Chain identity: with ``identify`` and ``expected`` (EVM ``eth_chainId``, TRON's genesis block
+id, Solana's genesis hash, from the registry), every endpoint is asked which chain it serves
+before its first use and again before its first use after a failure (a failover target, a
+node that came back — perhaps rebuilt on another chain). One on another chain is refused for
+good: never asked for a head or a range, logged once, flagged by a metric. A mainnet watcher
+pointed at a testnet node (or the reverse) would otherwise credit transfers that never
+happened on the chain the merchant is paid on.
 """
 
 from __future__ import annotations
@@ -51,6 +59,11 @@ class NoEndpointAvailable(RpcError):
     """Every endpoint failed this call; the caller retries later, never skips."""
 
 
+class WrongChain(Exception):
+    """No endpoint serves the chain the registry names (each one that answered serves another):
+    the watcher cannot run. Not an ``RpcError``: retrying does not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Capped exponential backoff with full jitter: ``uniform(0, min(cap, base × 2^n))``.
@@ -64,6 +77,15 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+def same_chain(found: str, expected: str) -> bool:
+    """Hex identities (TRON block ids, ``0x`` or not) compare without case; base58 (Solana's
+    genesis hash) and decimal chain ids exactly."""
+    if found == expected:
+        return True
+    a, b = found.lower().removeprefix("0x"), expected.lower().removeprefix("0x")
+    return a == b and all(c in "0123456789abcdef" for c in a)
 
 
 def redact_url(url: str) -> str:
@@ -86,6 +108,10 @@ class Endpoint(Generic[C]):
     retry_at: float = 0.0
     behind: bool = False
     frozen: bool = False
+    verified: bool = False
+    """Its chain identity was checked (and matched) since its last failure."""
+    wrong_chain: str | None = None
+    """The identity it reported when that was not the expected one: refused for good."""
 
     @property
     def stale(self) -> bool:
@@ -102,6 +128,10 @@ class EndpointPool(Generic[C]):
     stale_blocks: int = 10
     stale_after: float = 60.0
     clock: Callable[[], float] = time.monotonic
+    identify: Callable[[C], Awaitable[str]] | None = None
+    """Which chain an endpoint serves (its chain id or genesis hash, as text)."""
+    expected: str | None = None
+    """The identity the registry names; None: endpoints are not checked."""
     chain_stalled: bool = field(default=False, init=False)
     """True while no endpoint's head has moved for ``stale_after`` (the chain or every node
     stopped): readiness reports it; the watcher keeps polling."""
@@ -128,6 +158,53 @@ class EndpointPool(Generic[C]):
         ]
         return cls(network, endpoints, **options)  # type: ignore[arg-type]
 
+    # -- chain identity ----------------------------------------------------------------------
+
+    @property
+    def _usable(self) -> list[Endpoint[C]]:
+        return [ep for ep in self.endpoints if ep.wrong_chain is None]
+
+    async def check_identity(self) -> None:
+        """Check every endpoint's chain now (at start). Raises ``WrongChain`` when none serves
+        the expected chain and at least one answered (all that answered serve another); an
+        endpoint that did not answer is checked again before it is used."""
+        await asyncio.gather(*(self._verify(ep) for ep in self._usable))
+        self._raise_if_no_right_chain()
+
+    def _raise_if_no_right_chain(self) -> None:
+        if self._usable:
+            return
+        seen = ", ".join(f"{ep.label} serves {ep.wrong_chain}" for ep in self.endpoints)
+        raise WrongChain(
+            f"{self.network}: no RPC endpoint serves the configured chain ({self.expected}): {seen}"
+        )
+
+    async def _verify(self, ep: Endpoint[C]) -> bool:
+        """Whether ``ep`` may be used: its identity matches (checked once per healthy streak)."""
+        if ep.wrong_chain is not None:
+            return False
+        if ep.verified or self.identify is None or self.expected is None:
+            return True
+        started = self.clock()
+        try:
+            async with asyncio.timeout(self.timeout):
+                found = await self.identify(ep.client)
+        except Exception as exc:
+            self._failed(ep, "chain_identity", exc, started)
+            return False
+        self._observe(ep, "chain_identity", "ok", started)
+        if not same_chain(found, self.expected):
+            ep.wrong_chain = found
+            metrics.ENDPOINT_WRONG_CHAIN.labels(self.network, ep.label).set(1)
+            log.error(
+                "endpoint refused: it serves another chain",
+                extra={"endpoint": ep.label, "serves": found, "expected": self.expected},
+            )
+            return False
+        ep.verified = True
+        metrics.ENDPOINT_WRONG_CHAIN.labels(self.network, ep.label).set(0)
+        return True
+
     # -- heads -------------------------------------------------------------------------------
 
     async def refresh_heads(self, fetch_head: Callable[[C], Awaitable[int]]) -> int:
@@ -137,12 +214,13 @@ class EndpointPool(Generic[C]):
         endpoint shows it is back.
         """
         now = self.clock()
+        checked = await asyncio.gather(*(self._verify(ep) for ep in self._usable))
+        self._raise_if_no_right_chain()
+        asked = [ep for ep, ok in zip(self._usable, checked, strict=True) if ok]
         results = await asyncio.gather(
-            *(self._head_of(ep, fetch_head) for ep in self.endpoints), return_exceptions=True
+            *(self._head_of(ep, fetch_head) for ep in asked), return_exceptions=True
         )
-        answered = [
-            (ep, r) for ep, r in zip(self.endpoints, results, strict=True) if isinstance(r, int)
-        ]
+        answered = [(ep, r) for ep, r in zip(asked, results, strict=True) if isinstance(r, int)]
         if not answered:
             raise NoEndpointAvailable(f"{self.network}: no endpoint reported a head")
         for ep, head in answered:
@@ -152,7 +230,7 @@ class EndpointPool(Generic[C]):
         best = max(head for _, head in answered)
         frozen = {ep.index for ep, _ in answered if now - ep.head_moved_at > self.stale_after}
         self.chain_stalled = len(frozen) == len(answered)
-        for ep in self.endpoints:
+        for ep in self._usable:
             was = ep.stale
             ep.behind = ep.head is None or best - ep.head > self.stale_blocks
             # A chain that stopped is not a node that stopped: only flag a frozen endpoint
@@ -182,9 +260,10 @@ class EndpointPool(Generic[C]):
     # -- calls -------------------------------------------------------------------------------
 
     def _candidates(self, min_head: int | None) -> list[Endpoint[C]]:
+        self._raise_if_no_right_chain()
         usable = [
             ep
-            for ep in self.endpoints
+            for ep in self._usable
             if min_head is None or (ep.head is not None and ep.head >= min_head)
         ]
         # Fresh before stale, then out of cooldown before cooling (soonest first), then the
@@ -223,6 +302,8 @@ class EndpointPool(Generic[C]):
                     # Every better endpoint failed; this one is cooling down. Wait it out
                     # (bounded by the cap) rather than hammer it.
                     await asyncio.sleep(min(wait, self.backoff.cap))
+                if not await self._verify(ep):
+                    continue
                 started = self.clock()
                 try:
                     async with asyncio.timeout(self.timeout):
@@ -258,6 +339,7 @@ class EndpointPool(Generic[C]):
         self._observe(ep, method, "timeout" if reason == "timeout" else "error", started)
         metrics.RPC_ERRORS.labels(self.network, ep.label, reason).inc()
         ep.failures += 1
+        ep.verified = False  # checked again before its next use (it may come back as another)
         ep.retry_at = self.clock() + self.backoff.delay(ep.failures)
         # One line per failure would flood the log while an endpoint is down: log the first
         # failure of a streak and then every 10th.
@@ -285,6 +367,7 @@ class EndpointPool(Generic[C]):
                 "frozen": ep.frozen,
                 "failures": ep.failures,
                 "cooling_down": ep.retry_at > now,
+                "wrong_chain": ep.wrong_chain,
             }
             for ep in self.endpoints
         ]

@@ -18,12 +18,21 @@ every send against reorg handling):
   and publishes ``reverted`` for what vanished (``core.reorg``). Confirming a range also
   reverts any detection from it that the fresh query no longer returns (a safety net for a
   reorg the ring did not see).
-- **backfill**: addresses that arrive after the scan passed blocks are looked up over the last
-  ``backfill_blocks`` of those blocks (the api's outbox may lag behind a fast payer); a new
-  leader does the same for the addresses its predecessor's cursor does not vouch for.
+- **backfill**: addresses that arrive after the scan passed blocks are looked up over those
+  blocks from the block at their session's creation (``WatchAddress.created_at``, found by
+  ``core.timeline``; at least the last ``backfill_blocks``, all there is without it), however
+  late the api's outbox or Kafka delivered them; a new leader does the same for the addresses
+  its predecessor's cursor does not vouch for.
 
 The cursor record (``core.cursor``) is written at most every ``cursor_interval`` seconds and
 once more on a graceful stop, always after the acks and only while the lease is valid.
+
+- **progress**: each time the cursor moves, a ``ChainScanned`` round (one marker per
+  ``chain.transfers`` partition) names the cursor's block and its time — at most one round per
+  ``progress_interval`` seconds, and never later than that after the move — so the matcher can
+  prove the chain silent for a session even when nothing is paid or watched. Written only
+  while the lease is valid, and held back while late addresses wait for their back-fill (the
+  cursor does not vouch for them yet).
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pago.common.enums import TransferStage
@@ -46,13 +56,17 @@ from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
 from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.ranges import RangeSizer
 from pago.watcher.core.reorg import BlockRing, ForkDetected, Ledger
-from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge
+from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge, WrongChain
 from pago.watcher.core.stages import StagePolicy
-from pago.watcher.core.watchlist import WatchlistFollower
+from pago.watcher.core.timeline import block_at
+from pago.watcher.core.watchlist import Late, WatchlistFollower
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BLOCK_AT_CACHE = 10_000
+"""Minutes whose block is remembered for back-fills (a week of minutes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +82,15 @@ class ScanOptions:
     start_block: int | None = None
     """First block of a first start (no cursor yet); None: the confirmable tip."""
     backfill_blocks: int = 1000
+    """Look-back of a late address whose ``WatchAddress`` carries no ``created_at``."""
     backfill_batch: int = 500
+    backfill_margin: float = 120.0
+    """Seconds before a session's ``created_at`` its back-fill starts (clock skew between the
+    api and block producers; a block's timestamp may precede its inclusion)."""
+    backfill_max_age: float = 7 * 86_400.0
+    """A ``created_at`` older than this is taken as this old (bounds a back-fill's blocks)."""
+    progress_interval: float = 5.0
+    """Least seconds between two ``ChainScanned`` rounds; also the most a round waits."""
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=15.0))
 
 
@@ -140,8 +162,8 @@ class Scanner:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._wakeups: list[asyncio.Event] = []
-        self._late: dict[bytes, tuple[int, int]] = {}
-        """Addresses to look up over scanned blocks → their (partition, offset)."""
+        self._late: dict[bytes, Late] = {}
+        """Addresses to look up over scanned blocks → where they came from, since when."""
         self._late_event = asyncio.Event()
         self._planned_to = -1
         self._scanned_with: dict[int, int] = {}
@@ -156,6 +178,14 @@ class Scanner:
         self._sending_done = False
         self._written: Cursor | None = None
         self._written_at = 0.0
+        self._cursor_moved = asyncio.Event()
+        self._marked: Cursor | None = None
+        """The cursor the newest ``ChainScanned`` round named."""
+        self._marked_at = -float("inf")
+        self._late_idle = asyncio.Event()
+        self._late_idle.set()
+        self._block_at_minute: dict[int, int] = {}
+        """Unix minute → the newest block at or before it (back-fill starts)."""
         net, mode = source.network.value, source.mode.value
         self._m_head = metrics.HEAD.labels(net, mode)
         self._m_cursor = metrics.CURSOR.labels(net, mode)
@@ -172,6 +202,8 @@ class Scanner:
         self._m_reorgs = metrics.REORGS.labels(net, mode)
         self._m_reorg_depth = metrics.REORG_DEPTH.labels(net, mode)
         self._m_backfilled = metrics.BACKFILLED_ADDRESSES.labels(net, mode)
+        self._m_progress = metrics.PROGRESS_BLOCK.labels(net, mode)
+        self._m_backfill_from = metrics.BACKFILL_FROM.labels(net, mode)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -234,15 +266,17 @@ class Scanner:
                     "too many addresses since the last checkpoint to remember them all; "
                     "the oldest are not looked up over already scanned blocks"
                 )
-            for key, partition, offset in additions:
-                self._late[key] = (partition, offset)
+            for key, partition, offset, since in additions:
+                self._late[key] = Late(partition, offset, since)
+            if self._late:
+                self._late_idle.clear()
             self._late_event.set()
         self.cursor = self._sent = await self._initial_cursor(loaded, head)
         self._planned_to = self.cursor.number
         self._set_cursor_metrics()
         self.watch.on_added = self._late_added
         loops = [self._confirm_loop(), self._commit_loop(), self._head_loop()]
-        loops.append(self._backfill_loop())
+        loops += [self._backfill_loop(), self._progress_loop()]
         if self.policy.detect_depth is not None:
             loops.append(self._detect_loop())
         tasks = [asyncio.create_task(c) for c in loops]
@@ -260,6 +294,10 @@ class Scanner:
             await confirm
             await commit
             await self._write_cursor(force=True)
+            try:
+                await self._mark_progress()
+            except Exception as exc:
+                log.warning("last progress markers failed", extra={"error": str(exc)[:300]})
         finally:
             self.watch.on_added = None
             for task in tasks:
@@ -337,6 +375,8 @@ class Scanner:
         while not self._stop.is_set():
             try:
                 head = await self._read_head()
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
@@ -463,6 +503,7 @@ class Scanner:
             self.cursor = entry.cursor
             self._scanned_with = entry.positions
             self._set_cursor_metrics()
+            self._cursor_moved.set()
             await self._write_cursor()
 
     def _rewind_sending(self) -> None:
@@ -536,7 +577,7 @@ class Scanner:
             self.ledger.trim_confirmed(base.number)
         else:
             self.ledger.confirmed.clear()
-        self._sent = Cursor(scan.end, scan.end_hash)
+        self._sent = Cursor(scan.end, scan.end_hash, scan.end_time)
         self._inflight.append(_InFlight(self._sent, delivered, positions, self._generation))
         self._inflight_changed.set()
         self._m_blocks["confirmed"].inc(scan.end - scan.start + 1)
@@ -578,13 +619,17 @@ class Scanner:
                     left = await self._fetch(start, mid, watched)
                     right = await self._fetch(mid + 1, end, watched)
                     transfers = left.transfers + right.transfers
-                    return Scan(start, end, left.parent_hash, right.end_hash, transfers)
+                    return Scan(
+                        start, end, left.parent_hash, right.end_hash, transfers, right.end_time
+                    )
                 failures += 1
                 log.error("a one-block range was refused; retrying", extra={"block": start})
             except EndpointBehind:
                 # No endpoint has reported block ``end`` yet: wait for the heads to move.
                 await asyncio.sleep(self.options.poll_interval)
                 continue
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 self._m_retries.inc()
@@ -617,6 +662,65 @@ class Scanner:
             return
         self._written, self._written_at = cursor, time.monotonic()
 
+    # -- progress markers ------------------------------------------------------------------
+
+    async def _progress_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            await self._wait(self._cursor_moved)
+            if self._stop.is_set():
+                return
+            self._cursor_moved.clear()
+            # Throttled: a move right after a round waits for the interval to end, then the
+            # round names the cursor as it is by then (so nothing waits longer than that).
+            wait = self._marked_at + self.options.progress_interval - time.monotonic()
+            if wait > 0:
+                await self._wait(None, seconds=wait)
+            if self._late:
+                await self._wait(self._late_idle)
+            if self._stop.is_set():
+                return
+            try:
+                await self._mark_progress()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                log.warning("progress markers failed", extra={"error": str(exc)[:300]})
+                self._cursor_moved.set()  # try again
+                await asyncio.sleep(self.options.backoff.delay(failures))
+
+    async def _wait(self, event: asyncio.Event | None, *, seconds: float | None = None) -> None:
+        """Until ``event`` is set, the scan is stopping, or ``seconds`` passed."""
+        waiters = [asyncio.create_task(self._stop.wait())]
+        if event is not None:
+            waiters.append(asyncio.create_task(event.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _mark_progress(self) -> None:
+        """Write a ``ChainScanned`` round for the cursor if it moved on since the last round.
+
+        The cursor only ever stands where every transfer up to it was acked, so the round
+        never precedes a transfer it covers. Skipped without a valid lease (only the leader
+        speaks for the chain), while late addresses still wait for their back-fill, and for a
+        cursor whose block time is unknown (a resumed cursor, before its first range).
+        """
+        cursor = self.cursor
+        if cursor is None or cursor.time is None or self._late:
+            return
+        marked = self._marked
+        if marked is not None and cursor.number <= marked.number:
+            return  # nothing new (or rewound by a reorg: the next move is written)
+        if not self.lease.valid():
+            log.warning("not writing progress markers: the lease is no longer certain")
+            return
+        await self.publisher.mark_scanned(cursor.number, cursor.hash, cursor.time, self.fence)
+        self._marked, self._marked_at = cursor, time.monotonic()
+        self._m_progress.set(cursor.number)
+
     # -- detected and reorgs ---------------------------------------------------------------
 
     async def _detect_loop(self) -> None:
@@ -630,6 +734,8 @@ class Scanner:
                     failures = 0
                 except (ForkDetected, _Inconsistent):
                     continue  # handled: look again at once
+                except WrongChain:
+                    raise  # every endpoint serves another chain: retrying cannot help
                 except Exception as exc:
                     failures += 1
                     if failures == 1 or failures % 30 == 0:
@@ -766,16 +872,17 @@ class Scanner:
 
     # -- late addresses --------------------------------------------------------------------
 
-    def _late_added(self, key: bytes, partition: int, offset: int) -> None:
-        self._late[key] = (partition, offset)
+    def _late_added(self, key: bytes, partition: int, offset: int, since: datetime | None) -> None:
+        self._late[key] = Late(partition, offset, since)
+        self._late_idle.clear()
         self._late_event.set()
 
     def _covered(self) -> dict[int, int]:
         """Watchlist offsets below which every address is covered up to the cursor: where the
         newest confirmed range was read, held back by addresses not yet looked up."""
         covered = dict(self._scanned_with)
-        for partition, offset in self._late.values():
-            covered[partition] = min(covered.get(partition, offset), offset)
+        for late in self._late.values():
+            covered[late.partition] = min(covered.get(late.partition, late.offset), late.offset)
         return covered
 
     async def _backfill_loop(self) -> None:
@@ -783,26 +890,70 @@ class Scanner:
             await self._late_event.wait()
             self._late_event.clear()
             while self._late and not self._stop.is_set():
-                keys = list(self._late)[: self.options.backfill_batch]
-                batch = {key: self._late[key] for key in keys}
-                high = self._planned_to
-                low = max(0, high - self.options.backfill_blocks + 1)
-                if high >= low:
-                    scan = await self._fetch(low, high, frozenset(keys))
-                    async with self._lock:
-                        await self._publish(
-                            scan.transfers, TransferStage.CONFIRMED, self._head.latest
-                        )
-                        self.ledger.confirm(scan.transfers)
-                    if scan.transfers:
-                        log.info(
-                            "late addresses had transfers in scanned blocks",
-                            extra={"transfers": len(scan.transfers), "low": low, "high": high},
-                        )
-                for key, mark in batch.items():
-                    if self._late.get(key) == mark:  # not re-added meanwhile
-                        del self._late[key]
-                self._m_backfilled.inc(len(keys))
+                # The oldest sessions first, so one batch spans about one stretch of blocks
+                # (sorted once a pass: a first start may bring 100,000s of addresses).
+                queue = sorted(self._late, key=lambda k: self._late[k].order)
+                for first in range(0, len(queue), self.options.backfill_batch):
+                    if self._stop.is_set():
+                        return
+                    chunk = queue[first : first + self.options.backfill_batch]
+                    batch = {key: self._late[key] for key in chunk if key in self._late}
+                    if batch:
+                        await self._backfill(batch)
+            if not self._late:
+                self._late_idle.set()
+
+    async def _backfill(self, batch: dict[bytes, Late]) -> None:
+        """Look ``batch`` up over the blocks scanned so far, from its oldest session's
+        creation; publish what it finds (confirmed) and forget the addresses."""
+        keys = frozenset(batch)
+        high = self._planned_to
+        low = await self._backfill_low(batch.values(), high)
+        self._m_backfill_from.set(low)
+        found = 0
+        for lo in range(low, high + 1, self.sizer.size):
+            if self._stop.is_set():
+                return
+            hi = min(high, lo + self.sizer.size - 1)
+            scan = await self._fetch(lo, hi, keys)
+            async with self._lock:
+                await self._publish(scan.transfers, TransferStage.CONFIRMED, self._head.latest)
+                self.ledger.confirm(scan.transfers)
+            found += len(scan.transfers)
+        if found:
+            log.info(
+                "late addresses had transfers in scanned blocks",
+                extra={"transfers": found, "low": low, "high": high},
+            )
+        for key, mark in batch.items():
+            if self._late.get(key) == mark:  # not re-added meanwhile
+                del self._late[key]
+        self._m_backfilled.inc(len(batch))
+
+    async def _backfill_low(self, batch: Iterable[Late], high: int) -> int:
+        """First block to look the batch up from: the block at its oldest session's creation
+        (less ``backfill_margin``), and never less than ``backfill_blocks`` back (the window of
+        a ``WatchAddress`` without ``created_at``)."""
+        low = max(0, high - self.options.backfill_blocks + 1)
+        times = [late.since for late in batch if late.since is not None]
+        if not times or high < 0:
+            return low
+        oldest = datetime.now(UTC) - timedelta(seconds=self.options.backfill_max_age)
+        since = max(min(times), oldest) - timedelta(seconds=self.options.backfill_margin)
+        # Whole minutes (earlier, so never less coverage): sessions created in one minute
+        # share one search, and a block's time never changes.
+        minute = int(since.timestamp()) // 60 * 60
+        at = self._block_at_minute.get(minute)
+        if at is None:
+            moment = datetime.fromtimestamp(minute, UTC)
+            at = await self._retry(
+                "find the block at a session's creation",
+                lambda: block_at(moment, high, self.source.block_time),
+            )
+            if len(self._block_at_minute) >= BLOCK_AT_CACHE:
+                self._block_at_minute.clear()
+            self._block_at_minute[minute] = at
+        return min(low, at)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -841,6 +992,8 @@ class Scanner:
         while True:
             try:
                 return await op()
+            except WrongChain:
+                raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
                 failures += 1
                 if failures == 1 or failures % 10 == 0:

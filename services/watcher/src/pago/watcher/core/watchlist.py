@@ -28,6 +28,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -44,7 +46,23 @@ log = logging.getLogger(__name__)
 EVICT_EVERY = 5.0
 """Seconds between two eviction slices (65,536 slots each: a 2^21-slot table in ~3 min)."""
 RECENT_MAX = 200_000
-"""Most recent additions remembered (partition, offset, key) for a new leader's lookup."""
+"""Most recent additions remembered (partition, offset, key, created_at) for a new leader's
+lookup."""
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """An address to look up over blocks already scanned: where its record is, and since when
+    its session exists (``WatchAddress.created_at``; None from an older api)."""
+
+    partition: int
+    offset: int
+    since: datetime | None
+
+    @property
+    def order(self) -> float:
+        """Oldest sessions first; those without ``created_at`` (the fixed window) last."""
+        return self.since.timestamp() if self.since is not None else float("inf")
 
 
 class WatchlistFollower:
@@ -69,13 +87,13 @@ class WatchlistFollower:
         self._retention = retention_seconds
         self._wall = wall_clock
         self.loaded = asyncio.Event()
-        self.on_added: Callable[[bytes, int, int], None] | None = None
-        """Called (while loaded) with (key, partition, offset) for each address that was not
-        watched before."""
+        self.on_added: Callable[[bytes, int, int, datetime | None], None] | None = None
+        """Called (while loaded) with (key, partition, offset, created_at) for each address that
+        was not watched before."""
         self.positions: dict[int, int] = {}
         """Per partition, the offset of the next record to apply: every record below it is in
         the watch set."""
-        self._recent: deque[tuple[int, int, bytes]] = deque(maxlen=RECENT_MAX)
+        self._recent: deque[tuple[int, int, bytes, datetime | None]] = deque(maxlen=RECENT_MAX)
         self._forgotten: dict[int, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -92,13 +110,13 @@ class WatchlistFollower:
 
     def additions_since(
         self, marks: Mapping[int, int]
-    ) -> tuple[list[tuple[bytes, int, int]], bool]:
+    ) -> tuple[list[tuple[bytes, int, int, datetime | None]], bool]:
         """Addresses added at or after ``marks`` (offset per partition; absent: 0) and still
-        watched, as (key, partition, offset); and whether the list is complete (False when
-        more than ``RECENT_MAX`` additions ago had to be forgotten)."""
+        watched, as (key, partition, offset, created_at); and whether the list is complete
+        (False when more than ``RECENT_MAX`` additions ago had to be forgotten)."""
         found = [
-            (key, p, o)
-            for p, o, key in self._recent
+            (key, p, o, since)
+            for p, o, key, since in self._recent
             if o >= marks.get(p, 0) and key in self.watch_set
         ]
         complete = all(o < marks.get(p, 0) for p, o in self._forgotten.items())
@@ -234,11 +252,12 @@ class WatchlistFollower:
             # Remembered (also during the load) so that a new leader can look it up if the
             # previous leader may have scanned past its payment without it.
             if len(self._recent) == RECENT_MAX:
-                p, o, _ = self._recent[0]
+                p, o, _, _ = self._recent[0]
                 self._forgotten[p] = max(self._forgotten.get(p, -1), o)
-            self._recent.append((record.partition, record.offset, address_key))
+            since = watch.created_at
+            self._recent.append((record.partition, record.offset, address_key, since))
             if self.loaded.is_set() and self.on_added is not None:
-                self.on_added(address_key, record.partition, record.offset)
+                self.on_added(address_key, record.partition, record.offset, since)
 
     def stop(self) -> None:
         self._stopping.set()
