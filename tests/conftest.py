@@ -114,4 +114,5 @@ def server_env(database: Database, redis_server: RedisServer, kafka: KafkaServer
         "REDIS_URL": redis_server.url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "PAGO_ENV": "test",
+        "PAGO_API_METRICS_PORT": "0",
     }

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from pago.api.settings import ApiSettings
 from pago.common.events import SessionSnapshot
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
 
 
 class TestEnvelope:
@@ -98,8 +99,8 @@ class TestOpenApi:
             "/v1/test_helpers/checkout/sessions/{id}/transfers",
             "/healthz",
             "/readyz",
-            "/metrics",
         }
+        assert "/metrics" not in paths
         create = paths["/v1/checkout/sessions"]["post"]
         headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
         assert headers == {"Idempotency-Key", "X-Sub-Merchant-Code"}
@@ -152,11 +153,17 @@ class TestOperations:
             "checks": {"postgres": "ok", "redis": "ok", "kafka": "ok"},
         }
 
-    async def test_metrics_count_requests_by_route_template(
-        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    async def test_metrics_count_requests_by_route_template_on_the_metrics_port_only(
+        self, settings: ApiSettings, shared_merchant: Merchant
     ) -> None:
-        await app_client.get("/v1/checkout/sessions/cs_123", headers=shared_merchant.headers())
-        text = (await app_client.get("/metrics")).text
+        async with running_app(settings) as (app, client):
+            await client.get("/v1/checkout/sessions/cs_123", headers=shared_merchant.headers())
+            public = await client.get("/metrics")
+            assert_error(public, 404, "resource_missing")
+            port = app.state.pago.metrics.port
+            assert port != 0
+            async with httpx.AsyncClient() as scraper:
+                text = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
         assert 'route="/v1/checkout/sessions/{id}"' in text
         assert "pago_api_request_seconds_bucket" in text
         assert "cs_123" not in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,11 @@ from pago.api.auth.service import Authenticator
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
 from pago.api.errors import install_error_handlers
 from pago.api.idempotency import IdempotencyMiddleware, IdempotencyStore
-from pago.api.middleware import ErrorGuardMiddleware, MetricsMiddleware
+from pago.api.middleware import (
+    ErrorGuardMiddleware,
+    MetricsMiddleware,
+    PublicRateLimitMiddleware,
+)
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
 from pago.api.pricing.provider import HttpRateProvider, RateProvider, StaticRateProvider
@@ -37,10 +42,15 @@ from pago.api.webhook_endpoints import endpoints as webhook_endpoints
 from pago.common.db.engine import create_engine
 from pago.common.errors import ConfigError
 from pago.common.events import TransferObserved
+from pago.common.health import HealthServer
 from pago.common.kafka import create_broker, create_producer
 from pago.common.outbox import OutboxRelay
 from pago.common.redis import create_redis
 from pago.common.topics import CHAIN_TRANSFERS
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set (by ``pago-api --workers N``, N > 1) when the workers write their metrics to files and
+the server process serves them on the metrics port."""
 
 API_VERSION = "1.0.0"
 DESCRIPTION = """
@@ -85,6 +95,11 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
             if provider is None:
                 provider = await _default_provider(settings, stack)
             limiter = RateLimiter(redis)
+            metrics: HealthServer | None = None
+            if MULTIPROCESS_ENV not in os.environ:  # else the server process serves them all
+                metrics = HealthServer(settings.api_metrics_port, ready=lambda: True)
+                await metrics.start()
+                stack.push_async_callback(metrics.stop)
             authenticator = Authenticator(
                 # Lookups are single reads: autocommit spares a BEGIN/ROLLBACK round trip each.
                 engine.execution_options(isolation_level="AUTOCOMMIT"),
@@ -109,6 +124,8 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 transfers=transfers,
                 producer=producer,
                 authenticator=authenticator,
+                limiter=limiter,
+                metrics=metrics,
                 idempotency=IdempotencyStore(
                     redis,
                     ttl_seconds=settings.idempotency_ttl_seconds,
@@ -147,11 +164,17 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
         current: ApiState = app.state.pago
         return current
 
-    # Added innermost first: ErrorGuard → Metrics → Idempotency → routes.
+    # Added innermost first: ErrorGuard → Metrics → PublicRateLimit → Idempotency → routes.
     app.add_middleware(
         IdempotencyMiddleware,
         store=lambda: state().idempotency,
         admit=lambda: state().authenticator.admit,
+        doc_base_url=settings.error_doc_base_url,
+    )
+    app.add_middleware(
+        PublicRateLimitMiddleware,
+        limiter=lambda: state().limiter,
+        limit=Limit(settings.public_rate_limit_per_second, settings.public_rate_limit_burst),
         doc_base_url=settings.error_doc_base_url,
     )
     app.add_middleware(MetricsMiddleware)

@@ -2,20 +2,29 @@
 
     pago-api [--host 0.0.0.0] [--port 8000] [--workers 1]
 
-Flags override ``PAGO_API_HOST``, ``PAGO_API_PORT`` and ``PAGO_API_WORKERS``.
+Flags override ``PAGO_API_HOST``, ``PAGO_API_PORT`` and ``PAGO_API_WORKERS``. ``/metrics`` is
+served on ``PAGO_API_METRICS_PORT``: by the app itself with one worker; with several, by this
+server process, which adds up the files the workers write (Prometheus multiprocess mode).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import os
 import signal
+import tempfile
+import threading
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from pago.api.app import create_app
+from pago.api.app import MULTIPROCESS_ENV, create_app
 from pago.api.settings import ApiSettings
+from pago.common.health import HealthServer
 from pago.common.logging import configure_logging
 from pago.common.settings import load_settings
 
@@ -47,18 +56,41 @@ def main(argv: list[str] | None = None) -> None:
     # into a normal return: a graceful stop exits 0, which is what Kubernetes and make dev expect.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    workers = args.workers or settings.api_workers
+    if workers > 1:
+        _serve_worker_metrics(settings.api_metrics_port)
     uvicorn.run(
         "pago.api.main:build_app",
         factory=True,
         host=args.host or settings.api_host,
         port=settings.api_port if args.port is None else args.port,
-        workers=args.workers or settings.api_workers,
+        workers=workers,
         log_config=None,
         access_log=settings.access_log,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=20,
     )
+
+
+def _serve_worker_metrics(port: int) -> None:
+    """Workers (spawned after this) write metrics under a fresh directory; a thread of this
+    process serves their sum on ``port``."""
+    directory = os.environ.get(MULTIPROCESS_ENV) or tempfile.mkdtemp(prefix="pago-api-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+
+    def render() -> tuple[bytes, str]:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    async def serve() -> None:
+        server = HealthServer(port, ready=lambda: True, metrics=render)
+        await server.start()
+        await asyncio.Event().wait()
+
+    threading.Thread(target=asyncio.run, args=(serve(),), name="metrics", daemon=True).start()
 
 
 if __name__ == "__main__":
