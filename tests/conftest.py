@@ -115,4 +115,8 @@ def server_env(database: Database, redis_server: RedisServer, kafka: KafkaServer
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "PAGO_ENV": "test",
         "PAGO_API_METRICS_PORT": "0",
+        # Every test client is 127.0.0.1: the per-IP limit of public routes would count them
+        # all as one visitor (tests of the limit set their own).
+        "PAGO_PUBLIC_RATE_LIMIT_PER_SECOND": "10000",
+        "PAGO_PUBLIC_RATE_LIMIT_BURST": "10000",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -104,13 +105,29 @@ class TestOpenApi:
         create = paths["/v1/checkout/sessions"]["post"]
         headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
         assert headers == {"Idempotency-Key", "X-Sub-Merchant-Code"}
-        assert set(create["responses"]) == {"201", "400", "401", "409", "413", "429", "500", "503"}
+        # 410 session_expired (duplicate-order guard), 503 address_pool_exhausted included.
+        assert set(create["responses"]) == {
+            "201", "400", "401", "409", "410", "413", "429", "500", "503"
+        }  # fmt: skip
+        assert "session_expired" in create["responses"]["410"]["description"]
+        assert "address_pool_exhausted" in create["responses"]["503"]["description"]
+        sub_header = next(p for p in create["parameters"] if p["name"] == "X-Sub-Merchant-Code")
+        pattern = re.compile(sub_header["schema"]["pattern"])
+        assert pattern.match("")
+        assert pattern.match("shop-a.eu_1")
+        assert not pattern.match("shop a")
+        assert not pattern.match("-x")
+        key_header = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+        assert key_header["schema"]["minLength"] == 1
         assert "Idempotency-Replayed" in create["responses"]["201"]["headers"]
         for status in ("409", "429", "503"):
             assert "Retry-After" in create["responses"][status]["headers"]
         for path in paths.values():
             for operation in path.values():
                 assert "422" not in operation["responses"]
+                assert {"429", "500"} <= set(operation["responses"])
+                if operation.get("security"):
+                    assert {"400", "401", "503"} <= set(operation["responses"])
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         ref = response["content"]["application/json"]["schema"]["$ref"]

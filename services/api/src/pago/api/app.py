@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from pago.api import health
 from pago.api.addresses import codec
@@ -28,6 +27,7 @@ from pago.api.middleware import (
     MetricsMiddleware,
     PublicRateLimitMiddleware,
 )
+from pago.api.openapi import build_openapi
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
 from pago.api.pricing.provider import HttpRateProvider, RateProvider, StaticRateProvider
@@ -218,17 +218,6 @@ async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document minus its 422 responses: validation errors here are 400 envelopes."""
-    if app.openapi_schema is not None:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    components = schema.get("components", {}).get("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
-        components.pop(name, None)
-    app.openapi_schema = schema
-    return schema
+    if app.openapi_schema is None:
+        app.openapi_schema = build_openapi(app)
+    return app.openapi_schema

@@ -197,13 +197,16 @@ def error_response(error: ApiError, doc_base_url: str | None) -> Response:
 
 _ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid request: `parameter_invalid`, `parameter_missing`, `invalid_json`, "
-    "`invalid_sub_merchant_code`, `amount_too_small`, `amount_too_large`.",
+    "`invalid_sub_merchant_code` (an `X-Sub-Merchant-Code` that names no active sub-merchant of "
+    "the key's merchant), `amount_too_small`, `amount_too_large`.",
     401: "Missing, unknown or revoked API key (`authentication_failed`).",
     403: "Test helpers need a test-mode key (`test_mode_only`).",
     404: "No such resource for this merchant and mode (`resource_missing`).",
     405: "Method not allowed on this path (`method_not_allowed`).",
     409: "State conflict (`session_not_pending`), or an `Idempotency-Key` reused with another "
     "body (`idempotency_conflict`) or still running (`request_in_progress`, with `Retry-After`).",
+    410: "The `client_reference_id` repeats a session of this merchant, network and currency "
+    "that has expired (`session_expired`, the duplicate-order guard).",
     413: "Request body too large (`request_too_large`).",
     429: "Too many requests for this key or client (`rate_limited`, with `Retry-After`).",
     500: "Unexpected error (`api_error`); nothing was committed.",

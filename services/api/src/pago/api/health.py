@@ -19,7 +19,7 @@ router = APIRouter(tags=["Operations"])
 _CHECK_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz", summary="Liveness: the process serves requests")
+@router.get("/healthz", summary="Liveness: the process serves requests", operation_id="healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -27,6 +27,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: Postgres, Redis and Kafka are reachable",
+    operation_id="readyz",
     responses=error_responses(503),
 )
 async def readyz(state: State) -> dict[str, object]:

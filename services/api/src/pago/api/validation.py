@@ -44,10 +44,21 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-SafeStr = Annotated[str, AfterValidator(safe_text)]
+NO_NUL_PATTERN = "^[^\x00]*$"
+HTTP_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+$"
+"""The shape ``http_url`` checks (it also needs a host; the document cannot say it all)."""
+
+SafeStr = Annotated[
+    str, Field(json_schema_extra={"pattern": NO_NUL_PATTERN}), AfterValidator(safe_text)
+]
 HttpUrl = Annotated[
     str,
-    Field(min_length=1, max_length=2048, examples=["https://shop.example/thanks"]),
+    Field(
+        min_length=1,
+        max_length=2048,
+        examples=["https://shop.example/thanks"],
+        json_schema_extra={"format": "uri", "pattern": HTTP_URL_PATTERN},
+    ),
     AfterValidator(safe_text),
     AfterValidator(http_url),
 ]

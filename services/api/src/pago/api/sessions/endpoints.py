@@ -45,7 +45,7 @@ NetworkParam = Annotated[Network, UpperCase]
     operation_id="createCheckoutSession",
     responses={
         201: {"description": "The new session (status `Pending`).", "headers": REPLAYED_DOC},
-        **error_responses(400, 401, 409, 413, 429, 500, 503),
+        **error_responses(400, 401, 409, 410, 413, 429, 500, 503),
     },
 )
 async def create_session(

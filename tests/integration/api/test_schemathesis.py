@@ -1,0 +1,92 @@
+"""The OpenAPI document matches what the running api does: ``schemathesis run --checks all``
+against ``pago-api`` as deployed (a uvicorn process on this run's Postgres, Redis and Kafka).
+
+Every status an operation answers must be declared with the error envelope, every response must
+match its schema and headers, schema-valid requests must be accepted (or refused with a
+declared status), invalid ones refused, and nothing a client can send may cause a 500. The
+number of examples per operation is bounded so the run stays short; the seed is fixed so a
+failure reproduces (``schemathesis run`` prints the curl command of each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pago.api.settings import ApiSettings
+from pago.common.enums import Mode
+from pago.devstack._support import free_tcp_port
+from tests.component.api.support import seed_merchant
+from tests.integration.api.test_server import _wait_healthy
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+MAX_EXAMPLES = 25
+SEED = 20261202
+
+
+async def test_the_running_api_conforms_to_its_openapi_document(
+    server_env: dict[str, str], settings: ApiSettings, db: AsyncEngine, tmp_path: Path
+) -> None:
+    merchant = await seed_merchant(db, settings, solana_pool=100)
+    port = free_tcp_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **server_env,
+        "PAGO_API_PORT": str(port),
+        "PAGO_CHECKOUT_BASE_URL": f"{url}/checkout/",
+        # Thousands of requests from one key and one IP: the limits are tested elsewhere.
+        "PAGO_RATE_LIMIT_PER_SECOND": "100000",
+        "PAGO_RATE_LIMIT_BURST": "100000",
+        "PAGO_IP_RATE_LIMIT_PER_SECOND": "100000",
+        "PAGO_IP_RATE_LIMIT_BURST": "100000",
+        "PAGO_LOG_LEVEL": "WARNING",
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "pago.api.main", "--host", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await _wait_healthy(url, api)
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(SCHEMATHESIS),
+                "--no-color",
+                "--config-file",
+                str(CONFIG),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                str(MAX_EXAMPLES),
+                "--seed",
+                str(SEED),
+                "--workers",
+                "2",
+                "--header",
+                f"Authorization: Bearer {merchant.keys[Mode.TEST]}",
+                "--request-timeout",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        )
+    finally:
+        api.terminate()
+        output = (await asyncio.to_thread(api.communicate, timeout=20))[0].decode()
+    report = run.stdout + run.stderr
+    assert run.returncode == 0, report[-20_000:]
+    assert "Traceback" not in output, output[-5_000:]
