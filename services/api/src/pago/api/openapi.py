@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from pago.api.auth.keys import SUB_MERCHANT_CODE
 from pago.api.errors import error_responses
+from pago.api.validation import MAX_UNIX_SECONDS
 
 SUB_MERCHANT_HEADER_PATTERN = f"^({SUB_MERCHANT_CODE.pattern})?$"
 """A code, or nothing: an empty header is treated as an absent one."""
@@ -25,8 +26,7 @@ SUB_MERCHANT_HEADER_PATTERN = f"^({SUB_MERCHANT_CODE.pattern})?$"
 _TIMESTAMP = {
     "anyOf": [
         {"type": "string", "format": "date-time"},
-        # pydantic reads larger numbers as milliseconds; 2e10 s is in the year 2603.
-        {"type": "number", "minimum": 0, "maximum": 20_000_000_000},
+        {"type": "number", "minimum": 0, "maximum": MAX_UNIX_SECONDS},
     ],
     "description": "RFC 3339, or unix seconds.",
 }
