@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
+from redis import exceptions as redis_exc
+from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -23,6 +25,7 @@ from pago.api.errors import (
     InternalError,
     PayloadTooLarge,
     RateLimited,
+    ServiceUnavailable,
     error_response,
     from_http_exception,
 )
@@ -50,11 +53,22 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(status_code=413, detail="request body too large")
 
 
+def _dependency_down(exc: BaseException) -> bool:
+    """Postgres or Redis unreachable, or the connection pool exhausted: a 503 the client may
+    retry, not a 500 (nothing of the request was committed)."""
+    if isinstance(exc, OSError | sa_exc.TimeoutError | redis_exc.ConnectionError):
+        return True
+    if isinstance(exc, redis_exc.TimeoutError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
 class ErrorGuardMiddleware:
     """Turns anything that escaped the exception handlers into the error envelope.
 
     An unexpected exception is logged with its traceback and answered with a 500 ``api_error``
-    that carries no detail; a body over ``max_body_bytes`` is a 413. Starlette's own
+    that carries no detail; Postgres or Redis being unreachable is a 503 ``service_unavailable``
+    with ``Retry-After``; a body over ``max_body_bytes`` is a 413. Starlette's own
     ``ServerErrorMiddleware`` would re-raise after answering (a second, noisy log line).
     """
 
@@ -103,7 +117,20 @@ class ErrorGuardMiddleware:
             if started:
                 raise
             await self._respond(scope, receive, send, exc)
-        except Exception:
+        except Exception as exc:
+            if _dependency_down(exc):
+                log.warning(
+                    "a dependency is unreachable",
+                    extra={"path": scope.get("path"), "error": repr(exc)},
+                )
+                if not started:
+                    await self._respond(
+                        scope,
+                        receive,
+                        send,
+                        ServiceUnavailable("A dependency is unreachable; retry shortly."),
+                    )
+                return
             log.exception(
                 "unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")}
             )

@@ -31,6 +31,7 @@ _TIMESTAMP = {
     "description": "RFC 3339, or unix seconds.",
 }
 _TIMESTAMP_PARAMETERS = frozenset({"created_after", "created_before"})
+_NO_DEPENDENCIES = frozenset({"healthz"})
 _ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 _METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -45,10 +46,12 @@ def _error(status: int) -> dict[str, Any]:
 def _statuses(operation: dict[str, Any]) -> set[int]:
     """What any operation of this shape can answer besides its own declared outcomes."""
     statuses = {429, 500}
+    if operation.get("operationId") not in _NO_DEPENDENCIES:
+        statuses.add(503)  # Postgres or Redis unreachable
     if operation.get("parameters") or operation.get("requestBody"):
         statuses.add(400)
     if operation.get("security"):
-        statuses |= {400, 401, 503}
+        statuses |= {400, 401}
     if operation.get("requestBody"):
         statuses.add(413)
     return statuses
