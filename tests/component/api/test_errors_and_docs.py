@@ -128,6 +128,10 @@ class TestOpenApi:
                 assert {"429", "500"} <= set(operation["responses"])
                 if operation.get("security"):
                     assert {"400", "401", "503"} <= set(operation["responses"])
+                names = {p["name"] for p in operation.get("parameters", [])}
+                for status, response in operation["responses"].items():
+                    if "Idempotency-Key" in names and status.startswith("2"):
+                        assert "Idempotency-Replayed" in response["headers"]
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         ref = response["content"]["application/json"]["schema"]["$ref"]

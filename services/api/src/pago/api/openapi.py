@@ -18,6 +18,8 @@ from fastapi.openapi.utils import get_openapi
 
 from pago.api.auth.keys import SUB_MERCHANT_CODE
 from pago.api.errors import error_responses
+from pago.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from pago.api.responses import REPLAYED_DOC
 from pago.api.validation import MAX_UNIX_SECONDS
 
 SUB_MERCHANT_HEADER_PATTERN = f"^({SUB_MERCHANT_CODE.pattern})?$"
@@ -84,6 +86,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             responses.pop("422", None)
             for status in sorted(_statuses(operation)):
                 responses.setdefault(str(status), _error(status))
+            if any(p["name"] == IDEMPOTENCY_HEADER for p in operation.get("parameters", [])):
+                # Every stored 2xx can be replayed, whichever operation stored it.
+                for status, response in responses.items():
+                    if status.startswith("2"):
+                        response.setdefault("headers", {}).update(REPLAYED_DOC)
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _without_null(parameter["schema"])
                 if parameter["in"] == "query" and parameter["name"] in _TIMESTAMP_PARAMETERS:
