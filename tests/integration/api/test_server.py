@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.main import main
 from pago.api.settings import ApiSettings
+from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
 from tests.component.api.support import crypto_body, seed_merchant
 
@@ -189,3 +190,26 @@ class TestBehindAnIngress:
         finally:
             output = server.stop()
         assert "Traceback" not in output, output
+
+
+def test_loopback_webhooks_cannot_be_enabled_in_production(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at start, not at the first webhook request."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("PAGO_ENV", "production")
+    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
+    monkeypatch.setenv("PAGO_WEBHOOK_ALLOW_LOOPBACK", "true")
+    webhook_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main([])
+    finally:
+        webhook_settings.cache_clear()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pago-api: PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production"
+    ]

@@ -21,19 +21,32 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import ValidationError
 
 from pago.api.app import MULTIPROCESS_ENV, create_app
 from pago.api.settings import ApiSettings
+from pago.api.webhook_endpoints.settings import WebhookSettings, webhook_settings
 from pago.common.health import HealthServer
 from pago.common.logging import configure_logging
-from pago.common.settings import load_settings
+from pago.common.settings import describe_validation_error, exit_with, load_settings
 
 SERVICE = "pago-api"
 
 
+def _settings() -> ApiSettings:
+    """The api's settings, and the webhook URL policy's checked now: a wrong setting stops the
+    process at start with one line, not at the first webhook request."""
+    settings = load_settings(ApiSettings, SERVICE)
+    try:
+        webhook_settings()
+    except ValidationError as exc:
+        exit_with(SERVICE, describe_validation_error(WebhookSettings, exc))
+    return settings
+
+
 def build_app() -> FastAPI:
     """The uvicorn factory: every worker process loads its own settings."""
-    settings = load_settings(ApiSettings, SERVICE)
+    settings = _settings()
     configure_logging(SERVICE, settings.log_level)
     app = create_app(settings)
     # Everything imported and built so far lives as long as the process: keep it out of the
@@ -49,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="port (default PAGO_API_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="processes (default PAGO_API_WORKERS or 1)")
     args = parser.parse_args(argv)
-    settings = load_settings(ApiSettings, SERVICE)
+    settings = _settings()
     configure_logging(SERVICE, settings.log_level)
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal to the
     # handler that was installed before it started. A no-op handler there turns the re-raise

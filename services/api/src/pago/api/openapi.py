@@ -88,8 +88,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault(str(status), _error(status))
             if any(p["name"] == IDEMPOTENCY_HEADER for p in operation.get("parameters", [])):
                 # Every stored 2xx can be replayed, whichever operation stored it.
-                for status, response in responses.items():
-                    if status.startswith("2"):
+                for code, response in responses.items():
+                    if code.startswith("2"):
                         response.setdefault("headers", {}).update(REPLAYED_DOC)
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _without_null(parameter["schema"])
