@@ -169,6 +169,7 @@ class TestBehindAnIngress:
                 assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
         finally:
             output = server.stop()
+            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
         assert "Traceback" not in output, output
 
     async def test_an_untrusted_peer_cannot_choose_its_client_ip(
@@ -189,6 +190,7 @@ class TestBehindAnIngress:
                 assert 'route="/healthz"' in scraped.text
         finally:
             output = server.stop()
+            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
         assert "Traceback" not in output, output
 
 
