@@ -109,8 +109,11 @@ async def _start_api(servers: Servers, port: int) -> asyncio.subprocess.Process:
         "DATABASE_URL": servers.database_url,
         "REDIS_URL": servers.redis_url,
         "KAFKA_BOOTSTRAP_SERVERS": servers.kafka_bootstrap_servers,
-        "PAGO_ENV": "production",
+        # Production refuses the static rate table and a bench has no live rate source;
+        # nothing on the request path depends on the environment (the pepper is set anyway).
+        "PAGO_ENV": "test",
         "PAGO_API_KEY_PEPPER": PEPPER,
+        "PAGO_API_METRICS_PORT": "0",
         "PAGO_LOG_LEVEL": "WARNING",
         "PAGO_DB_POOL_SIZE": "16",
         # The limiter still runs (its Redis call is part of the work), it just never says no.

@@ -116,4 +116,9 @@ def server_env(database: Database, redis_server: RedisServer, kafka: KafkaServer
         "PAGO_ENV": "test",
         # The api's pool monitor would race the per-test TRUNCATE (tests run its pass directly).
         "PAGO_ADDRESS_POOL_CHECK_SECONDS": "0",
+        "PAGO_API_METRICS_PORT": "0",
+        # Every test client is 127.0.0.1: the per-IP limit of public routes would count them
+        # all as one visitor (tests of the limit set their own).
+        "PAGO_PUBLIC_RATE_LIMIT_PER_SECOND": "10000",
+        "PAGO_PUBLIC_RATE_LIMIT_BURST": "10000",
     }

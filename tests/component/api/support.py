@@ -67,6 +67,9 @@ def api_settings(
         "rate_limit_burst": 100_000,
         "ip_rate_limit_per_second": 100_000,
         "ip_rate_limit_burst": 100_000,
+        "public_rate_limit_per_second": 100_000,
+        "public_rate_limit_burst": 100_000,
+        "api_metrics_port": 0,
         "run_outbox_relay": False,
         "db_pool_size": 5,
         # The pool monitor's reads would race the per-test TRUNCATE; tests run its pass directly.

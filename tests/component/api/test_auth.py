@@ -108,7 +108,7 @@ class TestAuthentication:
 
 class TestSubMerchantHeader:
     @pytest.mark.parametrize(
-        "code", [b"nope", b"", b"shop a", b"x" * 65, b"shop-a\t", "ünï".encode(), b"a\x00"]
+        "code", [b"nope", b"shop a", b"x" * 65, b"shop-a\t", "ünï".encode(), b"a\x00"]
     )
     async def test_unknown_or_malformed_code_is_400(
         self, app_client: httpx.AsyncClient, shared_merchant: Merchant, code: bytes
@@ -120,6 +120,21 @@ class TestSubMerchantHeader:
             await app_client.post(URL, json=crypto_body(), headers=headers),
         ):
             assert_error(response, 400, "invalid_sub_merchant_code", param="X-Sub-Merchant-Code")
+
+    async def test_an_empty_header_means_absent(
+        self, client: httpx.AsyncClient, merchant: Merchant
+    ) -> None:
+        """Some clients send every header they know, empty when unused (as the document says:
+        its pattern allows the empty string)."""
+        headers = merchant.headers(extra={"X-Sub-Merchant-Code": ""})
+        created = await client.post(URL, json=crypto_body(), headers=headers)
+        assert created.status_code == 201, created.text
+        assert created.json()["sub_merchant_code"] is None
+        in_sub = await client.post(URL, json=crypto_body(), headers=merchant.headers(sub="shop-a"))
+        assert in_sub.status_code == 201, in_sub.text
+        listed = await client.get(URL, headers=headers)
+        assert listed.status_code == 200, listed.text
+        assert [s["id"] for s in listed.json()["data"]] == [created.json()["id"]]
 
     async def test_inactive_sub_merchant_is_400(
         self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine

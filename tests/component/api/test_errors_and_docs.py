@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from pago.api.settings import ApiSettings
 from pago.common.events import SessionSnapshot
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
 
 
 class TestEnvelope:
@@ -98,28 +100,38 @@ class TestOpenApi:
             "/v1/test_helpers/checkout/sessions/{id}/transfers",
             "/healthz",
             "/readyz",
-            "/metrics",
         }
+        assert "/metrics" not in paths
         create = paths["/v1/checkout/sessions"]["post"]
         headers = {p["name"] for p in create["parameters"] if p["in"] == "header"}
         assert headers == {"Idempotency-Key", "X-Sub-Merchant-Code"}
+        # 410 session_expired (duplicate-order guard), 503 address_pool_exhausted included.
         assert set(create["responses"]) == {
-            "201",
-            "400",
-            "401",
-            "409",
-            "410",
-            "413",
-            "429",
-            "500",
-            "503",
-        }
+            "201", "400", "401", "409", "410", "413", "429", "500", "503"
+        }  # fmt: skip
+        assert "session_expired" in create["responses"]["410"]["description"]
+        assert "address_pool_exhausted" in create["responses"]["503"]["description"]
+        sub_header = next(p for p in create["parameters"] if p["name"] == "X-Sub-Merchant-Code")
+        pattern = re.compile(sub_header["schema"]["pattern"])
+        assert pattern.match("")
+        assert pattern.match("shop-a.eu_1")
+        assert not pattern.match("shop a")
+        assert not pattern.match("-x")
+        key_header = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+        assert key_header["schema"]["minLength"] == 1
         assert "Idempotency-Replayed" in create["responses"]["201"]["headers"]
         for status in ("409", "429", "503"):
             assert "Retry-After" in create["responses"][status]["headers"]
         for path in paths.values():
             for operation in path.values():
                 assert "422" not in operation["responses"]
+                assert {"429", "500"} <= set(operation["responses"])
+                if operation.get("security"):
+                    assert {"400", "401", "503"} <= set(operation["responses"])
+                names = {p["name"] for p in operation.get("parameters", [])}
+                for status, response in operation["responses"].items():
+                    if "Idempotency-Key" in names and status.startswith("2"):
+                        assert "Idempotency-Replayed" in response["headers"]
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         ref = response["content"]["application/json"]["schema"]["$ref"]
@@ -162,11 +174,17 @@ class TestOperations:
             "checks": {"postgres": "ok", "redis": "ok", "kafka": "ok"},
         }
 
-    async def test_metrics_count_requests_by_route_template(
-        self, app_client: httpx.AsyncClient, shared_merchant: Merchant
+    async def test_metrics_count_requests_by_route_template_on_the_metrics_port_only(
+        self, settings: ApiSettings, shared_merchant: Merchant
     ) -> None:
-        await app_client.get("/v1/checkout/sessions/cs_123", headers=shared_merchant.headers())
-        text = (await app_client.get("/metrics")).text
+        async with running_app(settings) as (app, client):
+            await client.get("/v1/checkout/sessions/cs_123", headers=shared_merchant.headers())
+            public = await client.get("/metrics")
+            assert_error(public, 404, "resource_missing")
+            port = app.state.pago.metrics.port
+            assert port != 0
+            async with httpx.AsyncClient() as scraper:
+                text = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
         assert 'route="/v1/checkout/sessions/{id}"' in text
         assert "pago_api_request_seconds_bucket" in text
         assert "cs_123" not in text

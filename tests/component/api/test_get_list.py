@@ -191,6 +191,9 @@ class TestList:
             ({"status": "Lost"}, "status.0"),
             ({"network": "FANTOM"}, "network.0"),
             ({"created_after": "yesterday"}, "created_after"),
+            # Unix seconds up to 9999-12-31 (the document's bounds), never milliseconds.
+            ({"created_before": "253402300800"}, "created_before"),
+            ({"created_before": "-1"}, "created_before"),
             ({"include_sub_merchants": "maybe"}, "include_sub_merchants"),
         ],
     )
@@ -234,6 +237,10 @@ class TestList:
         assert await list_ids(client, merchant, unix) == [sessions[2]["id"], sessions[1]["id"]]
         naive = {"created_before": "2026-01-01T00:30:00"}  # no offset: UTC
         assert await list_ids(client, merchant, naive) == [sessions[0]["id"]]
+        # Seconds past 2e10 are still seconds (pydantic alone would read them as milliseconds,
+        # i.e. 1970, and list nothing).
+        far = {"created_before": "20000000001"}
+        assert len(await list_ids(client, merchant, far)) == 3
 
     async def test_search_text_finds_exact_values(
         self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine

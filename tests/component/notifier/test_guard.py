@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from pago.common.enums import Mode
+from pago.notifier.app import build_http_client
 from pago.notifier.clients import SingleClient
 from pago.notifier.guard import (
     EgressPolicy,
@@ -23,6 +25,7 @@ from pago.notifier.guard import (
 from pago.notifier.repository import Claimed, Verdict
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
+from pago.notifier.settings import NotifierSettings
 from tests.integration.notifier.receiver import Receiver, Reply
 
 STRICT = EgressPolicy()
@@ -221,3 +224,51 @@ class TestSender:
     async def test_a_repr_never_shows_the_secret(self) -> None:
         delivery = claimed("https://shop.example/hook")
         assert "whsec_" not in repr(delivery)
+
+
+def _settings(**values: object) -> NotifierSettings:
+    return NotifierSettings.model_validate(
+        {
+            "database_url": "postgresql://u@127.0.0.1/unused",
+            "redis_url": "redis://127.0.0.1:1/0",
+            "kafka_bootstrap_servers": "127.0.0.1:1",
+            **values,
+        }
+    )
+
+
+class TestLoopbackByEnvironment:
+    """``make dev`` delivers to a developer's app on localhost; production never does."""
+
+    @pytest.mark.parametrize(
+        ("values", "allowed"),
+        [
+            ({"env": "development"}, True),
+            ({"env": "test"}, False),
+            ({"env": "production"}, False),
+            ({"env": "development", "PAGO_WEBHOOK_ALLOW_LOOPBACK": False}, False),
+            ({"env": "test", "PAGO_WEBHOOK_ALLOW_LOOPBACK": True}, True),
+        ],
+    )
+    async def test_the_notifiers_client_reaches_localhost_only_when_allowed(
+        self, values: dict[str, object], allowed: bool, server: Receiver
+    ) -> None:
+        clients = build_http_client(_settings(**values))
+        try:
+            http = clients.client("we_loopback")
+            if allowed:
+                response = await http.post(server.url("/x", host="localhost"), content=b"{}")
+                assert response.status_code == 200
+                assert len(server.requests) == 1
+            else:
+                with pytest.raises(httpx.ConnectError) as caught:
+                    await http.post(server.url("/x", host="localhost"), content=b"{}")
+                assert "loopback" in str(refused(caught.value))
+                assert server.requests == []
+        finally:
+            await clients.aclose()
+
+    def test_the_override_cannot_allow_loopback_in_production(self) -> None:
+        with pytest.raises(ValidationError, match="must not be true in production"):
+            _settings(env="production", PAGO_WEBHOOK_ALLOW_LOOPBACK=True)
+        assert _settings(env="production").loopback_allowed is False

@@ -10,10 +10,12 @@ import time
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.main import main
 from pago.api.settings import ApiSettings
+from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
 from tests.component.api.support import crypto_body, seed_merchant
 
@@ -92,3 +94,124 @@ def test_a_missing_setting_stops_it_with_one_line(
         main([])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines() == ["pago-api: missing required setting REDIS_URL"]
+
+
+def test_production_refuses_the_static_rate_table_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("PAGO_ENV", "production")
+    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    monkeypatch.delenv("PAGO_RATE_PROVIDER", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        main([])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pago-api: PAGO_RATE_PROVIDER=static (a fixed development table) is refused in "
+        "production; set PAGO_RATE_PROVIDER=http"
+    ]
+    monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
+    assert ApiSettings().rate_provider == "http"  # the same environment with a live source
+
+
+class _Server:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_tcp_port()
+        self.metrics_port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pago.api.main", "--host", "127.0.0.1", *args],
+            env={
+                **env,
+                "PAGO_API_PORT": str(self.port),
+                "PAGO_API_METRICS_PORT": str(self.metrics_port),
+                "PAGO_PUBLIC_RATE_LIMIT_PER_SECOND": "0.5",
+                "PAGO_PUBLIC_RATE_LIMIT_BURST": "2",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read().decode() if self.proc.stdout else ""
+
+
+async def _statuses(client: httpx.AsyncClient, forwarded_for: str, count: int) -> list[int]:
+    return [
+        (await client.get("/openapi.json", headers={"X-Forwarded-For": forwarded_for})).status_code
+        for _ in range(count)
+    ]
+
+
+class TestBehindAnIngress:
+    async def test_trusted_proxy_clients_get_their_own_buckets_and_metrics_stay_private(
+        self, server_env: dict[str, str], redis: Redis
+    ) -> None:
+        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "127.0.0.1"})
+        try:
+            await _wait_healthy(server.url, server.proc)
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                assert await _statuses(client, "203.0.113.20", 3) == [200, 200, 429]
+                assert await _statuses(client, "203.0.113.21", 1) == [200]
+                public = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.22"})
+                assert public.status_code == 404
+                scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+                assert scraped.status_code == 200
+                assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
+        finally:
+            output = server.stop()
+            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
+        assert "Traceback" not in output, output
+
+    async def test_an_untrusted_peer_cannot_choose_its_client_ip(
+        self, server_env: dict[str, str], redis: Redis
+    ) -> None:
+        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "10.9.9.9"}, "--workers", "2")
+        try:
+            await _wait_healthy(server.url, server.proc)
+            await redis.flushdb()  # the probes above spent 127.0.0.1's bucket
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                first = await _statuses(client, "203.0.113.30", 1)
+                # The header is ignored: every "client" is 127.0.0.1, one bucket.
+                rest = await _statuses(client, "203.0.113.31", 2)
+                assert first + rest == [200, 200, 429]
+                # Two workers: the server process sums what both wrote.
+                scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+                assert scraped.status_code == 200
+                assert 'route="/healthz"' in scraped.text
+        finally:
+            output = server.stop()
+            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
+        assert "Traceback" not in output, output
+
+
+def test_loopback_webhooks_cannot_be_enabled_in_production(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at start, not at the first webhook request."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("PAGO_ENV", "production")
+    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
+    monkeypatch.setenv("PAGO_WEBHOOK_ALLOW_LOOPBACK", "true")
+    webhook_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main([])
+    finally:
+        webhook_settings.cache_clear()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pago-api: PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production"
+    ]

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.payment_exceptions.service import PaymentExceptionService
 from pago.api.settings import ApiSettings
-from pago.common.db.schema import idempotency_records
+from pago.common.db.schema import checkout_sessions, idempotency_records
 from pago.common.enums import Mode, Network, SessionStatus, Token, TransferStage
 from pago.common.events import SessionResolved
 from pago.matcher.domain import AmlVerdict
@@ -307,3 +307,91 @@ class TestResolveIdempotency:
         async with db.connect() as conn:
             keys = (await conn.execute(select(idempotency_records.c.key))).scalars().all()
         assert keys == ["resolve-1"]
+
+
+async def sub_merchant_late_payment(
+    engine: AsyncEngine, merchant: Merchant, sub_merchant_code: str | None
+) -> SessionSpec:
+    """A late payment to a session that was created for one of the merchant's sub-merchants."""
+    session = await session_for(engine, merchant, SessionStatus.EXPIRED)
+    if sub_merchant_code is not None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(checkout_sessions)
+                .where(checkout_sessions.c.id == session.id)
+                .values(sub_merchant_id=merchant.sub_merchants[sub_merchant_code])
+            )
+    await pay(engine, session, transfer(session, 10 * USDT))
+    return session
+
+
+class TestSubMerchantScope:
+    """A key with ``X-Sub-Merchant-Code`` acts as that sub-merchant: it lists, retrieves and
+    resolves only the exceptions of that sub-merchant's sessions; another merchant (even with
+    a sub-merchant of the same code) never sees them."""
+
+    async def test_list_retrieve_and_resolve_are_scoped(
+        self,
+        db: AsyncEngine,
+        api: Api,
+        merchant: Merchant,
+        settings: ApiSettings,
+        resolution_worker: Worker,
+    ) -> None:
+        in_a = await sub_merchant_late_payment(db, merchant, "shop-a")
+        in_b = await sub_merchant_late_payment(db, merchant, "shop-b")
+        own = await sub_merchant_late_payment(db, merchant, None)
+        case_a, case_b, case_own = [
+            await only_case(api, merchant, session) for session in (in_a, in_b, own)
+        ]
+        other = await seed_merchant(
+            db, settings, name="Other", account=1, solana_pool=0, sub_merchants=("shop-a",)
+        )
+
+        async def listed(headers: dict[str, str]) -> set[str]:
+            response = await api.client.get("/v1/payment_exceptions", headers=headers)
+            assert response.status_code == 200, response.text
+            return {c["session_id"] for c in response.json()["data"]}
+
+        assert await listed(merchant.headers(sub="shop-a")) == {in_a.id}
+        assert await listed(merchant.headers(sub="shop-b")) == {in_b.id}
+        assert await listed(merchant.headers()) == {in_a.id, in_b.id, own.id}
+        assert await listed(other.headers(sub="shop-a")) == set()
+        assert await listed(other.headers()) == set()
+        # A filter cannot reach around the scope.
+        response = await api.client.get(
+            "/v1/payment_exceptions",
+            params={"session_id": in_b.id},
+            headers=merchant.headers(sub="shop-a"),
+        )
+        assert response.json()["meta"]["total"] == 0
+
+        def path(case: dict[str, Any]) -> str:
+            return f"/v1/payment_exceptions/{case['id']}"
+
+        shown = await api.client.get(path(case_a), headers=merchant.headers(sub="shop-a"))
+        assert (shown.status_code, shown.json()["id"]) == (200, case_a["id"])
+        for case, headers in (
+            (case_b, merchant.headers(sub="shop-a")),
+            (case_own, merchant.headers(sub="shop-a")),
+            (case_a, merchant.headers(sub="shop-b")),
+            (case_a, other.headers(sub="shop-a")),
+            (case_a, other.headers()),
+        ):
+            assert_error(await api.client.get(path(case), headers=headers), 404, "resource_missing")
+            refused = await api.client.post(
+                path(case) + "/resolve", json={"action": "dismiss"}, headers=headers
+            )
+            assert_error(refused, 404, "resource_missing")
+
+        async with resolution_worker():
+            resolved = await api.client.post(
+                path(case_a) + "/resolve",
+                json={"action": "dismiss"},
+                headers=merchant.headers(sub="shop-a"),
+            )
+        assert (resolved.status_code, resolved.json()["status"]) == (200, "dismissed")
+        # Nothing else moved: the refused resolutions above left the other cases open.
+        for case in (case_b, case_own):
+            after = (await api.client.get(path(case), headers=merchant.headers())).json()
+            assert (after["status"], after["requested_action"]) == ("open", None)

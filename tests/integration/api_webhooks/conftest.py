@@ -51,9 +51,9 @@ def webhook_settings(app: FastAPI, **values: object) -> Iterator[None]:
 
 @pytest.fixture
 def client(api: tuple[FastAPI, httpx.AsyncClient], db: AsyncEngine) -> Iterator[httpx.AsyncClient]:
-    """The module's app with an empty database; loopback URLs allowed, as in development."""
+    """The module's app with an empty database; development defaults (loopback URLs allowed)."""
     app, http = api
-    with webhook_settings(app, allow_loopback=True):
+    with webhook_settings(app, env="development"):
         yield http
 
 

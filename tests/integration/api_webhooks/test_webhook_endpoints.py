@@ -10,11 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.idempotency.durable import REDACTED
+from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.db.schema import idempotency_records, webhook_endpoints
 from pago.common.enums import Mode
 from pago.notifier.worker import DeliveryWorker
@@ -132,16 +134,49 @@ class TestCreate:
         self, url: str, mode: Mode, message: str, app: FastAPI, api: Any, merchant: Merchant
     ) -> None:
         _, client = api
-        with webhook_settings(app):  # production policy: no loopback
+        with webhook_settings(app, env="production"):
             response = await client.post(BASE, json={"url": url}, headers=merchant.headers(mode))
         error = assert_error(response, 400, "parameter_invalid", param="url")
         assert message in error["message"]
 
-    async def test_loopback_only_with_the_development_setting(
-        self, client: httpx.AsyncClient, merchant: Merchant
+    @pytest.mark.parametrize(
+        ("values", "allowed"),
+        [
+            ({"env": "development"}, True),  # make dev: the developer's app on localhost
+            ({"env": "test"}, False),
+            ({"env": "production"}, False),
+            ({"env": "development", "PAGO_WEBHOOK_ALLOW_LOOPBACK": False}, False),
+            ({"env": "test", "PAGO_WEBHOOK_ALLOW_LOOPBACK": True}, True),
+        ],
+    )
+    @pytest.mark.parametrize("url", ["http://127.0.0.1:9000/hook", "http://localhost:3000/hook"])
+    async def test_loopback_by_environment_and_override(
+        self,
+        values: dict[str, object],
+        allowed: bool,
+        url: str,
+        app: FastAPI,
+        api: Any,
+        merchant: Merchant,
     ) -> None:
-        created = await create(client, merchant, "http://127.0.0.1:9000/hook")
-        assert created["url"] == "http://127.0.0.1:9000/hook"
+        _, client = api
+        with webhook_settings(app, **values):
+            response = await client.post(BASE, json={"url": url}, headers=merchant.headers())
+        if allowed:
+            assert response.status_code == 201, response.text
+            assert response.json()["url"] == url
+        else:
+            assert_error(response, 400, "parameter_invalid", param="url")
+
+    def test_the_override_cannot_allow_loopback_in_production(self) -> None:
+        with pytest.raises(ValidationError, match="must not be true in production"):
+            WebhookSettings.model_validate(
+                {"env": "production", "PAGO_WEBHOOK_ALLOW_LOOPBACK": True}
+            )
+        explicit_no = WebhookSettings.model_validate(
+            {"env": "production", "PAGO_WEBHOOK_ALLOW_LOOPBACK": False}
+        )
+        assert explicit_no.loopback_allowed is False
 
     async def test_a_live_endpoint_needs_https(
         self, client: httpx.AsyncClient, merchant: Merchant

@@ -224,3 +224,71 @@ class TestImagesAndCompose:
                 assert any(
                     s.get("image") == image and s.get("build") for s in compose["services"].values()
                 ), f"{name}: nothing builds {image}"
+
+
+def _api_settings_of(docs: list[Doc]) -> tuple[Doc, Any]:
+    """The api container and the settings it would load from its rendered environment."""
+    from pago.api.settings import ApiSettings
+
+    deployment = next(d for d in _deployments(docs) if d["metadata"]["name"] == "pago-api")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    config = next(
+        d["data"]
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pago-config"
+    )
+    env = {**config, "DATABASE_URL": "postgresql://u@db/pago", "REDIS_URL": "redis://r:6379/0"}
+    env |= {"PAGO_API_KEY_PEPPER": "from-the-secret", "PAGO_CHAINS_FILE": ""}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+    values = {
+        k.removeprefix("PAGO_").lower() if k.startswith("PAGO_") else k: v for k, v in env.items()
+    }
+    values.pop("chains_file")
+    return container, ApiSettings.model_validate(values)
+
+
+def test_the_api_starts_with_its_rendered_environment(rendered: tuple[str, list[Doc]]) -> None:
+    """``PAGO_ENV=production`` refuses the static rate table: the manifests choose a live one."""
+    _, docs = rendered
+    _, settings = _api_settings_of(docs)
+    assert settings.is_production
+    assert settings.rate_provider == "http"
+    assert settings.forwarded_allow_ips != "*"
+
+
+def test_api_metrics_are_scraped_on_their_own_port_never_the_public_one(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    _, docs = rendered
+    container, settings = _api_settings_of(docs)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == settings.api_metrics_port != ports["http"]
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "pago-api"
+    )
+    labels = service["metadata"]["labels"]
+    scraped_ports = set()
+    for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        selector = monitor["spec"]["selector"]
+        selected = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        for expr in selector.get("matchExpressions", []):
+            assert expr["operator"] == "NotIn"
+            selected = selected and labels.get(expr["key"]) not in expr["values"]
+        if selected:
+            scraped_ports |= {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert scraped_ports == {"metrics"}
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    backends = {
+        path["backend"]["service"]["port"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {"http"}
+    from_ingress = next(
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "api-from-ingress"
+    )
+    assert {p["port"] for r in from_ingress["spec"]["ingress"] for p in r["ports"]} == {"http"}

@@ -32,12 +32,14 @@ class HealthServer:
         alive: Callable[[], bool] = lambda: True,
         status: Callable[[], Mapping[str, object]] | None = None,
         host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet
+        metrics: Callable[[], tuple[bytes, str]] = render_latest,
     ) -> None:
         self._host = host
         self._port = port
         self._alive = alive
         self._ready = ready
         self._status = status
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
 
     @property
@@ -69,7 +71,7 @@ class HealthServer:
             body = json.dumps({"ready": ready, **self._status()}, default=str).encode() + b"\n"
             return code, body, _JSON
         if path == "/metrics":
-            data, content_type = render_latest()
+            data, content_type = self._metrics()
             return 200, data, content_type
         return 404, b"not found\n", _TEXT
 

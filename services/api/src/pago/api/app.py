@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from pago.api import health
 from pago.api.addresses import codec
@@ -23,7 +23,12 @@ from pago.api.auth.service import Authenticator
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
 from pago.api.errors import install_error_handlers
 from pago.api.idempotency import DurableStore, IdempotencyMiddleware, IdempotencyStore
-from pago.api.middleware import ErrorGuardMiddleware, MetricsMiddleware
+from pago.api.middleware import (
+    ErrorGuardMiddleware,
+    MetricsMiddleware,
+    PublicRateLimitMiddleware,
+)
+from pago.api.openapi import build_openapi
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
 from pago.api.pricing.provider import HttpRateProvider, RateProvider, StaticRateProvider
@@ -38,10 +43,15 @@ from pago.api.webhook_endpoints import endpoints as webhook_endpoints
 from pago.common.db.engine import create_engine
 from pago.common.errors import ConfigError
 from pago.common.events import TransferObserved
+from pago.common.health import HealthServer
 from pago.common.kafka import create_broker, create_producer
 from pago.common.outbox import OutboxRelay
 from pago.common.redis import create_redis
 from pago.common.topics import CHAIN_TRANSFERS
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set (by ``pago-api --workers N``, N > 1) when the workers write their metrics to files and
+the server process serves them on the metrics port."""
 
 API_VERSION = "1.0.0"
 DESCRIPTION = """
@@ -87,6 +97,11 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 provider = await _default_provider(settings, stack)
             refiller = refiller_for(settings, settings.env)
             limiter = RateLimiter(redis)
+            metrics: HealthServer | None = None
+            if MULTIPROCESS_ENV not in os.environ:  # else the server process serves them all
+                metrics = HealthServer(settings.api_metrics_port, ready=lambda: True)
+                await metrics.start()
+                stack.push_async_callback(metrics.stop)
             authenticator = Authenticator(
                 # Lookups are single reads: autocommit spares a BEGIN/ROLLBACK round trip each.
                 engine.execution_options(isolation_level="AUTOCOMMIT"),
@@ -117,6 +132,8 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 transfers=transfers,
                 producer=producer,
                 authenticator=authenticator,
+                limiter=limiter,
+                metrics=metrics,
                 idempotency=IdempotencyStore(
                     redis,
                     ttl_seconds=settings.idempotency_ttl_seconds,
@@ -171,12 +188,18 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
         current: ApiState = app.state.pago
         return current
 
-    # Added innermost first: ErrorGuard → Metrics → Idempotency → routes.
+    # Added innermost first: ErrorGuard → Metrics → PublicRateLimit → Idempotency → routes.
     app.add_middleware(
         IdempotencyMiddleware,
         store=lambda: state().idempotency,
         durable=lambda: state().idempotency_records,
         admit=lambda: state().authenticator.admit,
+        doc_base_url=settings.error_doc_base_url,
+    )
+    app.add_middleware(
+        PublicRateLimitMiddleware,
+        limiter=lambda: state().limiter,
+        limit=Limit(settings.public_rate_limit_per_second, settings.public_rate_limit_burst),
         doc_base_url=settings.error_doc_base_url,
     )
     app.add_middleware(MetricsMiddleware)
@@ -234,17 +257,6 @@ async def _stop_task(stopping: asyncio.Event, task: asyncio.Task[None]) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document minus its 422 responses: validation errors here are 400 envelopes."""
-    if app.openapi_schema is not None:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    components = schema.get("components", {}).get("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):
-        components.pop(name, None)
-    app.openapi_schema = schema
-    return schema
+    if app.openapi_schema is None:
+        app.openapi_schema = build_openapi(app)
+    return app.openapi_schema

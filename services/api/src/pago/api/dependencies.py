@@ -122,6 +122,7 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias=IDEMPOTENCY_HEADER,
+        min_length=1,
         max_length=MAX_KEY_LENGTH,
         description="Makes the POST safe to retry for 24 h: the same key and body replay the "
         "stored response (`Idempotency-Replayed: true`); another body → 409 "

@@ -205,7 +205,8 @@ def error_response(error: ApiError, doc_base_url: str | None) -> Response:
 
 _ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid request: `parameter_invalid`, `parameter_missing`, `invalid_json`, "
-    "`invalid_sub_merchant_code`, `amount_too_small`, `amount_too_large`.",
+    "`invalid_sub_merchant_code` (an `X-Sub-Merchant-Code` that names no active sub-merchant of "
+    "the key's merchant), `amount_too_small`, `amount_too_large`.",
     401: "Missing, unknown or revoked API key (`authentication_failed`).",
     403: "Test helpers need a test-mode key (`test_mode_only`).",
     404: "No such resource for this merchant and mode (`resource_missing`).",

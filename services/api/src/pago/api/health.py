@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics (no authentication; keep them off the internet)."""
+"""Liveness and readiness on the public port (rate limited per client IP like every route
+without an API key). ``/metrics`` is served on ``PAGO_API_METRICS_PORT``, never here."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from collections.abc import Awaitable
 
 from fastapi import APIRouter
 from sqlalchemy import text
-from starlette.responses import Response
 
 from pago.api.dependencies import State
 from pago.api.errors import ServiceUnavailable, error_responses
-from pago.common.metrics import render_latest
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Operations"])
@@ -20,7 +19,7 @@ router = APIRouter(tags=["Operations"])
 _CHECK_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz", summary="Liveness: the process serves requests")
+@router.get("/healthz", summary="Liveness: the process serves requests", operation_id="healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -28,6 +27,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: Postgres, Redis and Kafka are reachable",
+    operation_id="readyz",
     responses=error_responses(503),
 )
 async def readyz(state: State) -> dict[str, object]:
@@ -57,9 +57,3 @@ async def _timed(check: Awaitable[None]) -> str:
         log.warning("readiness check failed", extra={"error": repr(exc)})
         return "unreachable"
     return "ok"
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
-    body, content_type = render_latest()
-    return Response(body, media_type=content_type)

@@ -6,21 +6,30 @@ Pure ASGI (not ``BaseHTTPMiddleware``) because they sit on every request's hot p
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
+from redis import exceptions as redis_exc
+from sqlalchemy import exc as sa_exc
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pago.api.checkout_page import page
 from pago.api.errors import (
     ApiError,
     InternalError,
     PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
     error_response,
     from_http_exception,
 )
+from pago.api.ratelimit import Limit, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +53,22 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(status_code=413, detail="request body too large")
 
 
+def _dependency_down(exc: BaseException) -> bool:
+    """Postgres or Redis unreachable, or the connection pool exhausted: a 503 the client may
+    retry, not a 500 (nothing of the request was committed)."""
+    if isinstance(exc, OSError | sa_exc.TimeoutError | redis_exc.ConnectionError):
+        return True
+    if isinstance(exc, redis_exc.TimeoutError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
 class ErrorGuardMiddleware:
     """Turns anything that escaped the exception handlers into the error envelope.
 
     An unexpected exception is logged with its traceback and answered with a 500 ``api_error``
-    that carries no detail; a body over ``max_body_bytes`` is a 413. Starlette's own
+    that carries no detail; Postgres or Redis being unreachable is a 503 ``service_unavailable``
+    with ``Retry-After``; a body over ``max_body_bytes`` is a 413. Starlette's own
     ``ServerErrorMiddleware`` would re-raise after answering (a second, noisy log line).
     """
 
@@ -97,7 +117,20 @@ class ErrorGuardMiddleware:
             if started:
                 raise
             await self._respond(scope, receive, send, exc)
-        except Exception:
+        except Exception as exc:
+            if _dependency_down(exc):
+                log.warning(
+                    "a dependency is unreachable",
+                    extra={"path": scope.get("path"), "error": repr(exc)},
+                )
+                if not started:
+                    await self._respond(
+                        scope,
+                        receive,
+                        send,
+                        ServiceUnavailable("A dependency is unreachable; retry shortly."),
+                    )
+                return
             log.exception(
                 "unhandled error", extra={"method": scope.get("method"), "path": scope.get("path")}
             )
@@ -141,3 +174,57 @@ class MetricsMiddleware:
             method = str(scope.get("method", ""))
             REQUESTS.labels(method, template, str(status)).inc()
             LATENCY.labels(method, template).observe(time.perf_counter() - started)
+
+
+_AUTHENTICATED = re.compile(r"/v1/(?!checkout/sessions/[^/]+/events$)")
+"""Routes under ``/v1/`` take an API key (their limits are per key, or per IP without one),
+except the hosted page's SSE stream, which is public like the page."""
+_HTML = re.compile(r"/checkout/(?!assets/)[^/]+|/docs")
+
+
+class PublicRateLimitMiddleware:
+    """Limits every route that takes no API key per client IP: the hosted page, its QR code,
+    assets and SSE stream, health probes and the API's documents.
+
+    The client IP is the connection's peer as uvicorn reports it, which is the
+    ``X-Forwarded-For`` client when the peer is in ``forwarded_allow_ips`` (the ingress).
+    Over the limit: 429 with ``Retry-After``, a plain page for the page itself, the error
+    envelope for everything else.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: Callable[[], RateLimiter],
+        limit: Limit,
+        doc_base_url: str | None,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.limit = limit
+        self.doc_base_url = doc_base_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _AUTHENTICATED.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        host = client[0] if client else "unknown"
+        try:
+            await self.limiter().hit(f"public:{host}", self.limit)
+        except RateLimited as exc:
+            response: Response
+            if _HTML.fullmatch(scope["path"]):
+                retry_after = int(exc.headers["Retry-After"])
+                response = Response(
+                    page.too_many_requests(retry_after),
+                    status_code=429,
+                    headers={**exc.headers, "Cache-Control": "no-store"},
+                    media_type="text/html",
+                )
+            else:
+                response = error_response(exc, self.doc_base_url)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

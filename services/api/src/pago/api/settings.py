@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from pago.api.addresses.settings import AddressPoolSettings
 from pago.common.enums import Token
@@ -67,6 +68,12 @@ class ApiSettings(SecretSettings, AddressPoolSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
     access_log: bool = False
+    api_metrics_port: int = Field(default=8081, ge=0, le=65535)
+    """``/metrics`` (Prometheus) is served here, not on the public port; 0 picks a free port."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies trusted for ``X-Forwarded-For``/``-Proto`` (uvicorn's setting: comma-separated
+    IPs or CIDRs, ``*`` for any). Set it to the ingress controller's addresses: the client IP it
+    yields is what the per-IP rate limits count."""
 
     checkout_base_url: str = "http://localhost:8000/checkout/"
     """The hosted page's public base; a session's ``url`` is this plus its id."""
@@ -79,6 +86,10 @@ class ApiSettings(SecretSettings, AddressPoolSettings):
     rate_limit_burst: int = Field(default=200, ge=1)
     ip_rate_limit_per_second: float = Field(default=20.0, gt=0)
     ip_rate_limit_burst: int = Field(default=40, ge=1)
+    public_rate_limit_per_second: float = Field(default=10.0, gt=0)
+    """Per client IP on the routes without an API key: the hosted page, its QR code, assets
+    and SSE stream, health probes, ``/openapi.json`` and ``/docs``."""
+    public_rate_limit_burst: int = Field(default=60, ge=1)
 
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     idempotency_lock_seconds: float = Field(default=10.0, gt=0)
@@ -117,3 +128,12 @@ class ApiSettings(SecretSettings, AddressPoolSettings):
                 if rate <= 0:
                     raise ValueError(f"rate {fiat}/{token} must be > 0")
         return {fiat.upper(): row for fiat, row in value.items()}
+
+    @model_validator(mode="after")
+    def _no_static_rates_in_production(self) -> Self:
+        if self.is_production and self.rate_provider is RateProviderKind.STATIC:
+            raise ValueError(
+                "PAGO_RATE_PROVIDER=static (a fixed development table) is refused in production;"
+                " set PAGO_RATE_PROVIDER=http"
+            )
+        return self

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.auth.service import Authenticator
 from pago.api.idempotency import DurableStore, IdempotencyStore
+from pago.api.ratelimit import RateLimiter
 from pago.api.sessions.service import SessionService
 from pago.api.settings import ApiSettings
+from pago.common.health import HealthServer
 from pago.common.networks import Registry
 
 
@@ -29,7 +31,11 @@ class ApiState:
     producer: AIOKafkaProducer
     """The outbox relay's producer (raw aiokafka, as ``OutboxRelay`` wants)."""
     authenticator: Authenticator
+    limiter: RateLimiter
     idempotency: IdempotencyStore
     idempotency_records: DurableStore
     """The durable half of ``Idempotency-Key`` (Postgres)."""
     sessions: SessionService
+    metrics: HealthServer | None
+    """The Prometheus endpoint on ``api_metrics_port`` (None when the server process serves it
+    for several workers)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -39,17 +40,48 @@ def upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
+MAX_UNIX_SECONDS = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last second a timestamp can name."""
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def unix_seconds(value: object) -> object:
+    """A number is unix seconds, always (pydantic alone reads numbers past 2e10 as
+    milliseconds, which the API never promised); anything else is left to RFC 3339 parsing."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, int | float):
+        if not 0 <= value <= MAX_UNIX_SECONDS:
+            raise ValueError(f"unix seconds must be between 0 and {MAX_UNIX_SECONDS}")
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
 def as_utc(value: datetime) -> datetime:
     """A timestamp without an offset is UTC (RFC 3339 wants one; be lenient on input)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-SafeStr = Annotated[str, AfterValidator(safe_text)]
+NO_NUL_PATTERN = "^[^\x00]*$"
+HTTP_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+$"
+"""The shape ``http_url`` checks (it also needs a host; the document cannot say it all)."""
+
+SafeStr = Annotated[
+    str, Field(json_schema_extra={"pattern": NO_NUL_PATTERN}), AfterValidator(safe_text)
+]
 HttpUrl = Annotated[
     str,
-    Field(min_length=1, max_length=2048, examples=["https://shop.example/thanks"]),
+    Field(
+        min_length=1,
+        max_length=2048,
+        examples=["https://shop.example/thanks"],
+        json_schema_extra={"format": "uri", "pattern": HTTP_URL_PATTERN},
+    ),
     AfterValidator(safe_text),
     AfterValidator(http_url),
 ]
 UpperCase = BeforeValidator(upper)
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+UtcDatetime = Annotated[datetime, BeforeValidator(unix_seconds), AfterValidator(as_utc)]
+"""RFC 3339 (an offset-less one is UTC) or unix seconds."""

@@ -152,7 +152,7 @@ def build_http_client(
     endpoint (see ``clients``)."""
     backend = GuardedBackend(
         EgressPolicy(
-            allow_loopback=settings.allow_loopback, allowed_networks=settings.allowed_networks
+            allow_loopback=settings.loopback_allowed, allowed_networks=settings.allowed_networks
         ),
         resolver=resolver,
     )

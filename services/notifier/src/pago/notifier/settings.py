@@ -13,7 +13,7 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from pago.common.settings import CommonSettings
+from pago.common.settings import CommonSettings, Environment
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,8 +74,9 @@ class NotifierSettings(CommonSettings):
     live_feed: bool = Field(default=True, alias="PAGO_NOTIFIER_LIVE_FEED")
     """Append every session event to the Redis live feed the hosted checkout page reads."""
 
-    allow_loopback: bool = Field(default=False, alias="PAGO_WEBHOOK_ALLOW_LOOPBACK")
-    """Development and tests only: let webhook URLs reach 127.0.0.0/8 and ::1. Refused in
+    allow_loopback: bool | None = Field(default=None, alias="PAGO_WEBHOOK_ALLOW_LOOPBACK")
+    """Let webhook URLs reach 127.0.0.0/8 and ::1. Unset: yes in development (``make dev``
+    delivers to the developer's app on localhost), no elsewhere; ``true`` is refused in
     production."""
     allowed_networks: Annotated[list[IpNetwork], NoDecode] = Field(
         default_factory=list, alias="PAGO_WEBHOOK_ALLOWED_NETWORKS"
@@ -95,9 +96,16 @@ class NotifierSettings(CommonSettings):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.allow_loopback and self.is_production:
-            raise ValueError("PAGO_WEBHOOK_ALLOW_LOOPBACK must not be set in production")
+            raise ValueError("PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production")
         if self.lease <= self.timeout:
             raise ValueError(
                 "PAGO_NOTIFIER_LEASE_SECONDS must exceed PAGO_NOTIFIER_TIMEOUT_SECONDS"
             )
         return self
+
+    @property
+    def loopback_allowed(self) -> bool:
+        """The explicit setting, else whether this is development."""
+        if self.allow_loopback is not None:
+            return self.allow_loopback
+        return self.env is Environment.DEVELOPMENT

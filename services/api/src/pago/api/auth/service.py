@@ -72,7 +72,8 @@ class Authenticator:
         without a well-formed key.
         """
         token = bearer_token(request)
-        code = request.headers.get(SUB_MERCHANT_HEADER.lower())
+        # An empty header is an absent one (some clients send every header they know).
+        code = request.headers.get(SUB_MERCHANT_HEADER.lower()) or None
         code_ok = code is None or SUB_MERCHANT_CODE.fullmatch(code) is not None
         mode = key_mode(token) if token else None
         record = None

@@ -145,3 +145,16 @@ def not_found() -> str:
 <p>This payment link is not valid. Please return to the shop and start again.</p></main>
 </body></html>
 """
+
+
+def too_many_requests(retry_after: int) -> str:
+    """The plain page a payer's browser gets over the per-IP limit (no script, no styles: the
+    assets are limited too)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Too many requests</title></head>
+<body><main><h1>Too many requests</h1>
+<p>Please wait {retry_after} seconds and reload this page. Your payment is not affected.</p>
+</main></body></html>
+"""

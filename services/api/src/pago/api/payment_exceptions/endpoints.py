@@ -17,7 +17,7 @@ from pago.api.payment_exceptions.schemas import (
 )
 from pago.api.payment_exceptions.service import ListQuery, PaymentExceptionService
 from pago.api.responses import REPLAYED_DOC, json_response
-from pago.api.validation import UpperCase, UtcDatetime
+from pago.api.validation import SafeStr, UpperCase, UtcDatetime
 from pago.common.enums import ExceptionKind, ExceptionStatus, Network
 
 router = APIRouter(prefix="/v1/payment_exceptions", tags=["Payment Exceptions"])
@@ -68,7 +68,7 @@ async def list_payment_exceptions(
         Query(description="Repeat to match any of several networks."),
     ] = None,
     session_id: Annotated[
-        str | None, Query(max_length=64, description="Only this session's exceptions.")
+        SafeStr | None, Query(max_length=64, description="Only this session's exceptions.")
     ] = None,
     created_after: Annotated[
         UtcDatetime | None, Query(description="RFC 3339 or unix seconds; exclusive.")

@@ -116,7 +116,7 @@ class WebhookEndpointService:
         problem = url_problem(
             url,
             live=principal.livemode,
-            allow_loopback=self._settings.allow_loopback,
+            allow_loopback=self._settings.loopback_allowed,
             allowed_networks=self._settings.allowed_networks,
         )
         if problem is not None:

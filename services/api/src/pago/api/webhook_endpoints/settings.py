@@ -25,8 +25,9 @@ class WebhookSettings(BaseSettings):
     )
 
     env: Environment = Environment.DEVELOPMENT
-    allow_loopback: bool = Field(default=False, alias="PAGO_WEBHOOK_ALLOW_LOOPBACK")
-    """Development and tests only: accept URLs on 127.0.0.0/8, ::1 and ``localhost``."""
+    allow_loopback: bool | None = Field(default=None, alias="PAGO_WEBHOOK_ALLOW_LOOPBACK")
+    """Accept URLs on 127.0.0.0/8, ::1 and ``localhost``. Unset: yes in development (a merchant
+    app on the developer's machine), no elsewhere; ``true`` is refused in production."""
     allowed_networks: Annotated[list[IpNetwork], NoDecode] = Field(
         default_factory=list, alias="PAGO_WEBHOOK_ALLOWED_NETWORKS"
     )
@@ -47,8 +48,15 @@ class WebhookSettings(BaseSettings):
     @model_validator(mode="after")
     def _not_in_production(self) -> Self:
         if self.allow_loopback and self.env is Environment.PRODUCTION:
-            raise ValueError("PAGO_WEBHOOK_ALLOW_LOOPBACK must not be set in production")
+            raise ValueError("PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production")
         return self
+
+    @property
+    def loopback_allowed(self) -> bool:
+        """The explicit setting, else whether this is development."""
+        if self.allow_loopback is not None:
+            return self.allow_loopback
+        return self.env is Environment.DEVELOPMENT
 
 
 @cache
