@@ -131,7 +131,11 @@ class TestWatchOnly:
     ) -> None:
         for env in ("test", "production"):
             settings = make_settings(
-                env=env, api_key_pepper="pepper-" + env, dev_pool_keys_dir=str(tmp_path)
+                env=env,
+                api_key_pepper="pepper-" + env,
+                dev_pool_keys_dir=str(tmp_path),
+                # Production refuses the static table; no rate is fetched here.
+                rate_provider="http",
             )
             assert refiller_for(settings, settings.env) is None
         with pytest.raises(ConfigError, match="only in development"):
