@@ -90,20 +90,10 @@ async def allocate(
                 leased_until=leased_until,
             ):
                 return Allocation(derived, nxt.index)
-    address = await _lease_pooled(
-        conn,
-        merchant_id=merchant_id,
-        family=family,
-        mode=mode,
-        session_id=session_id,
-        leased_until=leased_until,
-        now=now,
-        cooldown=cooldown,
-    )
+    lease = _Lease(merchant_id, family, mode, session_id, leased_until)
+    address = await _lease_pooled(conn, lease, now=now, cooldown=cooldown)
     if address is None and refiller is not None and mode is Mode.TEST:
-        address = await _lease_refilled(
-            conn, refiller, merchant_id, family, session_id=session_id, leased_until=leased_until
-        )
+        address = await _lease_refilled(conn, refiller, lease)
     if address is None:
         POOL_EXHAUSTED.labels(family.value, mode.value).inc()
         log.warning(
@@ -118,66 +108,64 @@ async def allocate(
     return Allocation(address, None)
 
 
-async def _lease_refilled(
-    conn: AsyncConnection,
-    refiller: PoolRefiller,
-    merchant_id: str,
-    family: ChainFamily,
-    *,
-    session_id: str,
-    leased_until: datetime,
-) -> str | None:
-    """Development: lease from a pool that a concurrent create just refilled, or refill it."""
+@dataclass(frozen=True, slots=True)
+class _Lease:
+    """A lease to take from one pool: whose, which family and mode, for which session, until."""
 
-    async def lease() -> str | None:
+    merchant_id: str
+    family: ChainFamily
+    mode: Mode
+    session_id: str
+    leased_until: datetime
+
+    async def free(self, conn: AsyncConnection) -> str | None:
+        """A never-used pool address."""
         return await repository.lease_free(
             conn,
-            merchant_id=merchant_id,
-            family=family.value,
-            mode=Mode.TEST.value,
-            session_id=session_id,
-            leased_until=leased_until,
+            merchant_id=self.merchant_id,
+            family=self.family.value,
+            mode=self.mode.value,
+            session_id=self.session_id,
+            leased_until=self.leased_until,
         )
 
-    await refiller.wait_for_refills(conn, merchant_id, family, Mode.TEST.value)
-    address = await lease()
-    if address is None and await refiller.refill(conn, merchant_id, family, Mode.TEST.value):
-        address = await lease()
+    async def cooled(
+        self, conn: AsyncConnection, *, now: datetime, cooldown: timedelta
+    ) -> str | None:
+        """The least recently used pool address that cooled down."""
+        return await repository.lease_cooled(
+            conn,
+            merchant_id=self.merchant_id,
+            family=self.family.value,
+            mode=self.mode.value,
+            session_id=self.session_id,
+            leased_until=self.leased_until,
+            now=now,
+            cooldown=cooldown,
+        )
+
+
+async def _lease_refilled(
+    conn: AsyncConnection, refiller: PoolRefiller, lease: _Lease
+) -> str | None:
+    """Development (test mode only): lease from a pool that a concurrent create just refilled,
+    or refill it."""
+    merchant_id, family, mode = lease.merchant_id, lease.family, lease.mode.value
+    await refiller.wait_for_refills(conn, merchant_id, family, mode)
+    address = await lease.free(conn)
+    if address is None and await refiller.refill(conn, merchant_id, family, mode):
+        address = await lease.free(conn)
     return address
 
 
 async def _lease_pooled(
-    conn: AsyncConnection,
-    *,
-    merchant_id: str,
-    family: ChainFamily,
-    mode: Mode,
-    session_id: str,
-    leased_until: datetime,
-    now: datetime,
-    cooldown: timedelta,
+    conn: AsyncConnection, lease: _Lease, *, now: datetime, cooldown: timedelta
 ) -> str | None:
     """A never-used pool address first, else the least recently used one that cooled down."""
-    address = await repository.lease_free(
-        conn,
-        merchant_id=merchant_id,
-        family=family.value,
-        mode=mode.value,
-        session_id=session_id,
-        leased_until=leased_until,
-    )
+    address = await lease.free(conn)
     if address is not None:
         return address
-    return await repository.lease_cooled(
-        conn,
-        merchant_id=merchant_id,
-        family=family.value,
-        mode=mode.value,
-        session_id=session_id,
-        leased_until=leased_until,
-        now=now,
-        cooldown=cooldown,
-    )
+    return await lease.cooled(conn, now=now, cooldown=cooldown)
 
 
 async def release(
