@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
@@ -36,6 +37,7 @@ from pago.devstack.anvil import Anvil, find_anvil
 from pago.watcher.app import WatcherApp
 from pago.watcher.settings import WatcherSettings
 from tests.support.kafka import read_topic
+from tests.support.rpc_proxy import JsonRpcProxy
 
 NETWORK = "ETHEREUM"
 MODE = "test"
@@ -110,6 +112,12 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def cursor_reached(app: WatcherApp, number: int) -> bool:
+    """Whether the leader's scan cursor is at or past block ``number``."""
+    scanner = app.scanner
+    return scanner is not None and scanner.cursor is not None and scanner.cursor.number >= number
 
 
 def caught_up_to(app: WatcherApp, head: int) -> bool:
@@ -227,6 +235,19 @@ def pay_in_one_block(anvil: Anvil, payments: Sequence[Payment]) -> list[str]:
     return hashes
 
 
+async def pay_each_until_confirmed(
+    anvil: Anvil, bootstrap: str, addresses: Sequence[str], first_units: int
+) -> tuple[list[str], list[TransferObserved]]:
+    """Pay each of ``addresses`` in one block (1 USDT from payer 1, ``first_units`` plus its
+    place in base units), mine the confirmations, and read ``chain.transfers`` until that many
+    are confirmed: the payments' hashes and what was read."""
+    payments = [Payment("USDT", 1, a, first_units + i) for i, a in enumerate(addresses)]
+    hashes = await asyncio.to_thread(pay_in_one_block, anvil, payments)
+    await asyncio.to_thread(anvil.mine, 3)
+    seen = await read_transfers(bootstrap, lambda f: len(by_stage(f)["confirmed"]) >= len(hashes))
+    return hashes, seen
+
+
 def new_addresses(anvil: Anvil, n: int) -> list[str]:
     """Fresh EIP-55 addresses (no keys kept: deposit addresses are watch-only)."""
     return [anvil.web3.eth.account.create().address for _ in range(n)]
@@ -308,6 +329,18 @@ async def read_cursors(bootstrap: str) -> list[tuple[CursorCommitted, int]]:
     ]
 
 
+def endpoint_counts(metric: str, endpoint: str, by: str) -> dict[str, float]:
+    """The counter ``metric``'s totals for ``endpoint`` (a redacted URL), by the label ``by``."""
+    found: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if family.name == metric:
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels.get("endpoint") == endpoint:
+                    found[labels[by]] = found.get(labels[by], 0) + sample.value
+    return found
+
+
 def by_stage(transfers: Iterable[TransferObserved]) -> Mapping[str, list[TransferObserved]]:
     out: dict[str, list[TransferObserved]] = {"detected": [], "confirmed": [], "reverted": []}
     for t in transfers:
@@ -328,36 +361,15 @@ def dump(transfers: Iterable[TransferObserved]) -> str:
 # -- RPC endpoints that misbehave -----------------------------------------------------------
 
 
-class RangeLimitingProxy:
+class RangeLimitingProxy(JsonRpcProxy):
     """A JSON-RPC proxy in front of a real node that refuses ``eth_getLogs`` over more than
     ``max_blocks`` blocks, worded as Infura does; everything else passes through."""
 
     def __init__(self, upstream: str, max_blocks: int) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.max_blocks = max_blocks
         self.refused = 0
         self.largest_served = 0
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = ClientSession()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _refuse(self, call: dict[str, Any]) -> dict[str, Any] | None:
         if call.get("method") != "eth_getLogs":
@@ -388,11 +400,6 @@ class RangeLimitingProxy:
                 return web.json_response([by_id[c.get("id")] for c in calls])
             return web.json_response(answered[0])
         return web.json_response(await self._forward(body))
-
-    async def _forward(self, body: Any) -> Any:
-        assert self._session is not None
-        async with self._session.post(self.upstream, json=body) as response:
-            return await response.json()
 
 
 def _spawn_anvil(args: list[str], name: str, port: int = 0) -> Iterator[str]:

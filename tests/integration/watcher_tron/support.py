@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from pago.common.events import TransferObserved, WatchAddress
 from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
 from pago.watcher.settings import WatcherSettings
-from tests.support.tron_node import TronChain, b58, key_of
+from tests.component.watcher.support import by_stage, read_transfers
+from tests.support.tron_node import TronChain, Tx, b58, key_of
 
 NETWORK = "TRON"
 MODE = "test"
@@ -110,6 +111,19 @@ async def watch(
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
+
+
+async def pay_each_until_confirmed(
+    chain: TronChain, bootstrap: str, addresses: Sequence[str]
+) -> tuple[list[Tx], list[TransferObserved]]:
+    """Pay each of ``addresses`` USDT (the n-th ``n`` USDT), mine the confirmations, and read
+    ``chain.transfers`` until that many are confirmed: the payments and what was read."""
+    txs = [
+        chain.trc20_transfer(USDT_KEY, key_of(a), (i + 1) * USDT) for i, a in enumerate(addresses)
+    ]
+    chain.mine(CONFIRMATIONS + 1)
+    seen = await read_transfers(bootstrap, lambda f: len(by_stage(f)["confirmed"]) >= len(txs))
+    return txs, seen
 
 
 def stages_of(transfers: Iterable[TransferObserved], txid: str) -> list[str]:
