@@ -90,10 +90,12 @@ async def allocate(
                 leased_until=leased_until,
             ):
                 return Allocation(derived, nxt.index)
-    lease = _Lease(merchant_id, family, mode, session_id, leased_until)
+    lease = repository.PoolLease(
+        merchant_id, family.value, mode.value, session_id=session_id, leased_until=leased_until
+    )
     address = await _lease_pooled(conn, lease, now=now, cooldown=cooldown)
     if address is None and refiller is not None and mode is Mode.TEST:
-        address = await _lease_refilled(conn, refiller, lease)
+        address = await _lease_refilled(conn, refiller, family, lease)
     if address is None:
         POOL_EXHAUSTED.labels(family.value, mode.value).inc()
         log.warning(
@@ -108,64 +110,29 @@ async def allocate(
     return Allocation(address, None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Lease:
-    """A lease to take from one pool: whose, which family and mode, for which session, until."""
-
-    merchant_id: str
-    family: ChainFamily
-    mode: Mode
-    session_id: str
-    leased_until: datetime
-
-    async def free(self, conn: AsyncConnection) -> str | None:
-        """A never-used pool address."""
-        return await repository.lease_free(
-            conn,
-            merchant_id=self.merchant_id,
-            family=self.family.value,
-            mode=self.mode.value,
-            session_id=self.session_id,
-            leased_until=self.leased_until,
-        )
-
-    async def cooled(
-        self, conn: AsyncConnection, *, now: datetime, cooldown: timedelta
-    ) -> str | None:
-        """The least recently used pool address that cooled down."""
-        return await repository.lease_cooled(
-            conn,
-            merchant_id=self.merchant_id,
-            family=self.family.value,
-            mode=self.mode.value,
-            session_id=self.session_id,
-            leased_until=self.leased_until,
-            now=now,
-            cooldown=cooldown,
-        )
-
-
 async def _lease_refilled(
-    conn: AsyncConnection, refiller: PoolRefiller, lease: _Lease
+    conn: AsyncConnection,
+    refiller: PoolRefiller,
+    family: ChainFamily,
+    lease: repository.PoolLease,
 ) -> str | None:
     """Development (test mode only): lease from a pool that a concurrent create just refilled,
     or refill it."""
-    merchant_id, family, mode = lease.merchant_id, lease.family, lease.mode.value
-    await refiller.wait_for_refills(conn, merchant_id, family, mode)
-    address = await lease.free(conn)
-    if address is None and await refiller.refill(conn, merchant_id, family, mode):
-        address = await lease.free(conn)
+    await refiller.wait_for_refills(conn, lease.merchant_id, family, lease.mode)
+    address = await repository.lease_free(conn, lease)
+    if address is None and await refiller.refill(conn, lease.merchant_id, family, lease.mode):
+        address = await repository.lease_free(conn, lease)
     return address
 
 
 async def _lease_pooled(
-    conn: AsyncConnection, lease: _Lease, *, now: datetime, cooldown: timedelta
+    conn: AsyncConnection, lease: repository.PoolLease, *, now: datetime, cooldown: timedelta
 ) -> str | None:
     """A never-used pool address first, else the least recently used one that cooled down."""
-    address = await lease.free(conn)
+    address = await repository.lease_free(conn, lease)
     if address is not None:
         return address
-    return await lease.cooled(conn, now=now, cooldown=cooldown)
+    return await repository.lease_cooled(conn, lease, now=now, cooldown=cooldown)
 
 
 async def release(
