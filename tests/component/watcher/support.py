@@ -133,19 +133,33 @@ def caught_up_to(app: WatcherApp, head: int) -> bool:
 # -- the watchlist ------------------------------------------------------------------------
 
 
+def _session_of(address: str) -> str:
+    """A session id per EVM address (``cs_`` and ten hex digits after the ``0x``)."""
+    return f"cs_{address[2:12].lower()}"
+
+
 async def watch(
     bootstrap: str,
     addresses: Iterable[str],
     *,
     until: datetime | None = None,
     created_at: datetime | None = None,
+    network: Network = Network.ETHEREUM,
+    session_of: Callable[[str], str] = _session_of,
 ) -> None:
     """Publish ``WatchAddress`` for each address, as the api's outbox does (``created_at``:
     the session's creation; None as from an api older than that field)."""
     producer = create_producer(bootstrap, client_id="watcher-tests")
     await producer.start()
     try:
-        await publish_watches(producer, addresses, until=until, created_at=created_at)
+        await publish_watches(
+            producer,
+            addresses,
+            until=until,
+            created_at=created_at,
+            network=network,
+            session_of=session_of,
+        )
     finally:
         await producer.stop()
 
@@ -156,19 +170,22 @@ async def publish_watches(
     *,
     until: datetime | None = None,
     created_at: datetime | None = None,
+    network: Network = Network.ETHEREUM,
+    session_of: Callable[[str], str] = _session_of,
 ) -> None:
+    """``watch`` on a started producer: ``session_of`` names each address's session."""
     until = until or datetime.now(UTC) + timedelta(hours=2)
     acks = []
     for address in addresses:
         event = WatchAddress(
-            network=Network.ETHEREUM,
+            network=network,
             mode=Mode.TEST,
             address=address,
-            session_id=f"cs_{address[2:12].lower()}",
+            session_id=session_of(address),
             watch_until=until,
             created_at=created_at,
         )
-        key = watchlist_key(NETWORK, MODE, address).encode()
+        key = watchlist_key(network.value, MODE, address).encode()
         acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
     await asyncio.gather(*acks)
 
