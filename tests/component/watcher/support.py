@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -138,43 +138,35 @@ def _session_of(address: str) -> str:
     return f"cs_{address[2:12].lower()}"
 
 
-async def watch(
-    bootstrap: str,
-    addresses: Iterable[str],
-    *,
-    until: datetime | None = None,
-    created_at: datetime | None = None,
-    network: Network = Network.ETHEREUM,
-    session_of: Callable[[str], str] = _session_of,
-) -> None:
+class WatchOptions(TypedDict, total=False):
+    until: datetime | None
+    """The watch's end (default: two hours from now)."""
+    created_at: datetime | None
+    """The session's creation; None as from an api older than that field."""
+    network: Network
+    """Default ETHEREUM."""
+    session_of: Callable[[str], str]
+    """Each address's session id (default: ``cs_`` and ten hex digits of an EVM address)."""
+
+
+async def watch(bootstrap: str, addresses: Iterable[str], **options: Unpack[WatchOptions]) -> None:
     """Publish ``WatchAddress`` for each address, as the api's outbox does (``created_at``:
     the session's creation; None as from an api older than that field)."""
     producer = create_producer(bootstrap, client_id="watcher-tests")
     await producer.start()
     try:
-        await publish_watches(
-            producer,
-            addresses,
-            until=until,
-            created_at=created_at,
-            network=network,
-            session_of=session_of,
-        )
+        await publish_watches(producer, addresses, **options)
     finally:
         await producer.stop()
 
 
 async def publish_watches(
-    producer: AIOKafkaProducer,
-    addresses: Iterable[str],
-    *,
-    until: datetime | None = None,
-    created_at: datetime | None = None,
-    network: Network = Network.ETHEREUM,
-    session_of: Callable[[str], str] = _session_of,
+    producer: AIOKafkaProducer, addresses: Iterable[str], **options: Unpack[WatchOptions]
 ) -> None:
     """``watch`` on a started producer: ``session_of`` names each address's session."""
-    until = until or datetime.now(UTC) + timedelta(hours=2)
+    until = options.get("until") or datetime.now(UTC) + timedelta(hours=2)
+    network = options.get("network", Network.ETHEREUM)
+    session_of = options.get("session_of", _session_of)
     acks = []
     for address in addresses:
         event = WatchAddress(
@@ -183,7 +175,7 @@ async def publish_watches(
             address=address,
             session_id=session_of(address),
             watch_until=until,
-            created_at=created_at,
+            created_at=options.get("created_at"),
         )
         key = watchlist_key(network.value, MODE, address).encode()
         acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))

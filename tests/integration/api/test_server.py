@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -127,6 +129,20 @@ class _Server:
         return self.proc.stdout.read().decode() if self.proc.stdout else ""
 
 
+@contextlib.asynccontextmanager
+async def _serving(env: dict[str, str], redis: Redis, *args: str) -> AsyncIterator[_Server]:
+    """A healthy ``_Server``; stopped after, with no slow bucket of 127.0.0.1 left for later
+    tests, and no traceback in its output."""
+    server = _Server(env, *args)
+    try:
+        await wait_healthy(server.url, server.proc)
+        yield server
+    finally:
+        output = server.stop()
+        await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
+    assert "Traceback" not in output, output
+
+
 async def _statuses(client: httpx.AsyncClient, forwarded_for: str, count: int) -> list[int]:
     return [
         (await client.get("/openapi.json", headers={"X-Forwarded-For": forwarded_for})).status_code
@@ -138,28 +154,24 @@ class TestBehindAnIngress:
     async def test_trusted_proxy_clients_get_their_own_buckets_and_metrics_stay_private(
         self, server_env: dict[str, str], redis: Redis
     ) -> None:
-        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "127.0.0.1"})
-        try:
-            await wait_healthy(server.url, server.proc)
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                assert await _statuses(client, "203.0.113.20", 3) == [200, 200, 429]
-                assert await _statuses(client, "203.0.113.21", 1) == [200]
-                public = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.22"})
-                assert public.status_code == 404
-                scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
-                assert scraped.status_code == 200
-                assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
-        finally:
-            output = server.stop()
-            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
-        assert "Traceback" not in output, output
+        env = {**server_env, "PAGO_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+        async with (
+            _serving(env, redis) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            assert await _statuses(client, "203.0.113.20", 3) == [200, 200, 429]
+            assert await _statuses(client, "203.0.113.21", 1) == [200]
+            public = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.22"})
+            assert public.status_code == 404
+            scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+            assert scraped.status_code == 200
+            assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
 
     async def test_an_untrusted_peer_cannot_choose_its_client_ip(
         self, server_env: dict[str, str], redis: Redis
     ) -> None:
-        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "10.9.9.9"}, "--workers", "2")
-        try:
-            await wait_healthy(server.url, server.proc)
+        env = {**server_env, "PAGO_FORWARDED_ALLOW_IPS": "10.9.9.9"}
+        async with _serving(env, redis, "--workers", "2") as server:
             await redis.flushdb()  # the probes above spent 127.0.0.1's bucket
             async with httpx.AsyncClient(base_url=server.url) as client:
                 first = await _statuses(client, "203.0.113.30", 1)
@@ -170,10 +182,6 @@ class TestBehindAnIngress:
                 scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
                 assert scraped.status_code == 200
                 assert 'route="/healthz"' in scraped.text
-        finally:
-            output = server.stop()
-            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
-        assert "Traceback" not in output, output
 
 
 def test_loopback_webhooks_cannot_be_enabled_in_production(
