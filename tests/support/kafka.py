@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 
 async def read_topic(
@@ -27,10 +28,7 @@ async def read_topic(
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(consumer, topic)
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()
         prefix = key_prefix.encode()
@@ -61,13 +59,19 @@ async def committed_offsets(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(consumer, topic)
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
     finally:
         await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic``, fetching the metadata if the consumer has none yet."""
+    partitions = consumer.partitions_for_topic(topic) or set()
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return partitions
 
 
 async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
@@ -75,10 +79,7 @@ async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: ends[tp] for tp in tps}
@@ -140,3 +141,19 @@ async def caught_up(
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{group_id} committed {committed}; the ends are {ends}")
         await asyncio.sleep(0.1)
+
+
+def assert_committed_past(
+    sent: Iterable[RecordMetadata], ends: Mapping[int, int], committed: Mapping[int, int | None]
+) -> None:
+    """The broker holds, per partition, the offset after the last of ``sent`` the group
+    processed: exactly that where it was the partition's last record, beyond it where more
+    followed."""
+    last: dict[int, int] = {}
+    for meta in sent:
+        last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+    for partition, offset in last.items():
+        if ends[partition] == offset + 1:  # nothing later in it: ours was the last processed
+            assert committed[partition] == offset + 1
+        else:
+            assert (committed[partition] or 0) > offset + 1

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
@@ -36,6 +37,7 @@ from pago.devstack.anvil import Anvil, find_anvil
 from pago.watcher.app import WatcherApp
 from pago.watcher.settings import WatcherSettings
 from tests.support.kafka import read_topic
+from tests.support.rpc_proxy import JsonRpcProxy
 
 NETWORK = "ETHEREUM"
 MODE = "test"
@@ -112,6 +114,12 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+def cursor_reached(app: WatcherApp, number: int) -> bool:
+    """Whether the leader's scan cursor is at or past block ``number``."""
+    scanner = app.scanner
+    return scanner is not None and scanner.cursor is not None and scanner.cursor.number >= number
+
+
 def caught_up_to(app: WatcherApp, head: int) -> bool:
     """Whether the leader has seen ``head`` and published everything it allows: every
     detection up to it, every confirmation up to its confirmable block (the cursor's there)."""
@@ -125,42 +133,51 @@ def caught_up_to(app: WatcherApp, head: int) -> bool:
 # -- the watchlist ------------------------------------------------------------------------
 
 
-async def watch(
-    bootstrap: str,
-    addresses: Iterable[str],
-    *,
-    until: datetime | None = None,
-    created_at: datetime | None = None,
-) -> None:
+def _session_of(address: str) -> str:
+    """A session id per EVM address (``cs_`` and ten hex digits after the ``0x``)."""
+    return f"cs_{address[2:12].lower()}"
+
+
+class WatchOptions(TypedDict, total=False):
+    until: datetime | None
+    """The watch's end (default: two hours from now)."""
+    created_at: datetime | None
+    """The session's creation; None as from an api older than that field."""
+    network: Network
+    """Default ETHEREUM."""
+    session_of: Callable[[str], str]
+    """Each address's session id (default: ``cs_`` and ten hex digits of an EVM address)."""
+
+
+async def watch(bootstrap: str, addresses: Iterable[str], **options: Unpack[WatchOptions]) -> None:
     """Publish ``WatchAddress`` for each address, as the api's outbox does (``created_at``:
     the session's creation; None as from an api older than that field)."""
     producer = create_producer(bootstrap, client_id="watcher-tests")
     await producer.start()
     try:
-        await publish_watches(producer, addresses, until=until, created_at=created_at)
+        await publish_watches(producer, addresses, **options)
     finally:
         await producer.stop()
 
 
 async def publish_watches(
-    producer: AIOKafkaProducer,
-    addresses: Iterable[str],
-    *,
-    until: datetime | None = None,
-    created_at: datetime | None = None,
+    producer: AIOKafkaProducer, addresses: Iterable[str], **options: Unpack[WatchOptions]
 ) -> None:
-    until = until or datetime.now(UTC) + timedelta(hours=2)
+    """``watch`` on a started producer: ``session_of`` names each address's session."""
+    until = options.get("until") or datetime.now(UTC) + timedelta(hours=2)
+    network = options.get("network", Network.ETHEREUM)
+    session_of = options.get("session_of", _session_of)
     acks = []
     for address in addresses:
         event = WatchAddress(
-            network=Network.ETHEREUM,
+            network=network,
             mode=Mode.TEST,
             address=address,
-            session_id=f"cs_{address[2:12].lower()}",
+            session_id=session_of(address),
             watch_until=until,
-            created_at=created_at,
+            created_at=options.get("created_at"),
         )
-        key = watchlist_key(NETWORK, MODE, address).encode()
+        key = watchlist_key(network.value, MODE, address).encode()
         acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
     await asyncio.gather(*acks)
 
@@ -225,6 +242,19 @@ def pay_in_one_block(anvil: Anvil, payments: Sequence[Payment]) -> list[str]:
         receipt = w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         assert receipt["status"] == 1, f"transfer {tx_hash} failed"
     return hashes
+
+
+async def pay_each_until_confirmed(
+    anvil: Anvil, bootstrap: str, addresses: Sequence[str], first_units: int
+) -> tuple[list[str], list[TransferObserved]]:
+    """Pay each of ``addresses`` in one block (1 USDT from payer 1, ``first_units`` plus its
+    place in base units), mine the confirmations, and read ``chain.transfers`` until that many
+    are confirmed: the payments' hashes and what was read."""
+    payments = [Payment("USDT", 1, a, first_units + i) for i, a in enumerate(addresses)]
+    hashes = await asyncio.to_thread(pay_in_one_block, anvil, payments)
+    await asyncio.to_thread(anvil.mine, 3)
+    seen = await read_transfers(bootstrap, lambda f: len(by_stage(f)["confirmed"]) >= len(hashes))
+    return hashes, seen
 
 
 def new_addresses(anvil: Anvil, n: int) -> list[str]:
@@ -308,6 +338,18 @@ async def read_cursors(bootstrap: str) -> list[tuple[CursorCommitted, int]]:
     ]
 
 
+def endpoint_counts(metric: str, endpoint: str, by: str) -> dict[str, float]:
+    """The counter ``metric``'s totals for ``endpoint`` (a redacted URL), by the label ``by``."""
+    found: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if family.name == metric:
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels.get("endpoint") == endpoint:
+                    found[labels[by]] = found.get(labels[by], 0) + sample.value
+    return found
+
+
 def by_stage(transfers: Iterable[TransferObserved]) -> Mapping[str, list[TransferObserved]]:
     out: dict[str, list[TransferObserved]] = {"detected": [], "confirmed": [], "reverted": []}
     for t in transfers:
@@ -328,36 +370,15 @@ def dump(transfers: Iterable[TransferObserved]) -> str:
 # -- RPC endpoints that misbehave -----------------------------------------------------------
 
 
-class RangeLimitingProxy:
+class RangeLimitingProxy(JsonRpcProxy):
     """A JSON-RPC proxy in front of a real node that refuses ``eth_getLogs`` over more than
     ``max_blocks`` blocks, worded as Infura does; everything else passes through."""
 
     def __init__(self, upstream: str, max_blocks: int) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.max_blocks = max_blocks
         self.refused = 0
         self.largest_served = 0
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = ClientSession()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _refuse(self, call: dict[str, Any]) -> dict[str, Any] | None:
         if call.get("method") != "eth_getLogs":
@@ -388,11 +409,6 @@ class RangeLimitingProxy:
                 return web.json_response([by_id[c.get("id")] for c in calls])
             return web.json_response(answered[0])
         return web.json_response(await self._forward(body))
-
-    async def _forward(self, body: Any) -> Any:
-        assert self._session is not None
-        async with self._session.post(self.upstream, json=body) as response:
-            return await response.json()
 
 
 def _spawn_anvil(args: list[str], name: str, port: int = 0) -> Iterator[str]:

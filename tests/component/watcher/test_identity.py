@@ -8,7 +8,6 @@ Real nodes: the session's anvil (chain id 31337) and another anvil started with 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
 
@@ -22,15 +21,14 @@ from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import WrongChain, redact_url, same_chain
 from tests.component.watcher.support import (
-    Payment,
     by_stage,
     chains_file,
+    endpoint_counts,
     eventually,
     live_fork,
     new_addresses,
     other_chain,
-    pay_in_one_block,
-    read_transfers,
+    pay_each_until_confirmed,
     running,
     watch,
     watcher_settings,
@@ -39,14 +37,7 @@ from tests.component.watcher.support import (
 
 def _calls(endpoint: str) -> dict[str, float]:
     """RPC calls sent to ``endpoint``, by method."""
-    found: dict[str, float] = {}
-    for metric in REGISTRY.collect():
-        if metric.name == "pago_watcher_rpc_requests":
-            for sample in metric.samples:
-                labels = sample.labels
-                if sample.name.endswith("_total") and labels.get("endpoint") == endpoint:
-                    found[labels["method"]] = found.get(labels["method"], 0) + sample.value
-    return found
+    return endpoint_counts("pago_watcher_rpc_requests", endpoint, "method")
 
 
 def _wrong(endpoint: str) -> float | None:
@@ -71,12 +62,7 @@ class TestChainIdentity:
                 start_block=anvil.web3.eth.block_number + 1,
             )
             async with running(create_app(settings)) as app:
-                payments = [Payment("USDT", 1, a, 70 + i) for i, a in enumerate(addresses)]
-                hashes = await asyncio.to_thread(pay_in_one_block, anvil, payments)
-                await asyncio.to_thread(anvil.mine, 3)
-                seen = await read_transfers(
-                    kafka, lambda f: len(by_stage(f)["confirmed"]) >= len(hashes)
-                )
+                hashes, seen = await pay_each_until_confirmed(anvil, kafka, addresses, 70)
                 status = app.status()
         assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == set(hashes)
         label = redact_url(stranger)

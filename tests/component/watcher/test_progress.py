@@ -25,9 +25,11 @@ from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
+from pago.watcher.settings import WatcherSettings
 from tests.component.watcher.support import (
     NETWORK,
     Payment,
+    cursor_reached,
     event_type,
     eventually,
     markers_of,
@@ -54,6 +56,19 @@ async def _markers_until(kafka: str, block: int) -> list[ConsumerRecord[bytes, b
     return await read_topic(kafka, CHAIN_TRANSFERS, until=covered, timeout=30)
 
 
+def _settings(
+    anvil: Anvil, kafka: str, redis_server: RedisServer, chains: Path, interval: float = 0.0
+) -> WatcherSettings:
+    """A watcher from anvil's next block on, a marker round at most every ``interval`` s."""
+    return watcher_settings(
+        kafka,
+        redis_server.url,
+        chains,
+        start_block=anvil.web3.eth.block_number + 1,
+        progress_interval=interval,
+    )
+
+
 def _block(anvil: Anvil, number: int) -> tuple[str, datetime]:
     block = anvil.web3.eth.get_block(number)
     return block["hash"].to_0x_hex(), datetime.fromtimestamp(block["timestamp"], UTC)
@@ -66,13 +81,7 @@ class TestProgressMarkers:
         kafka = broker.bootstrap_servers
         addresses = new_addresses(anvil, 6)
         await watch(kafka, addresses)
-        settings = watcher_settings(
-            kafka,
-            redis_server.url,
-            chains,
-            start_block=anvil.web3.eth.block_number + 1,
-            progress_interval=0.0,
-        )
+        settings = _settings(anvil, kafka, redis_server, chains)
         async with running(create_app(settings)):
             payments = [Payment("USDT", 1 + i % 3, a, 1_000 + i) for i, a in enumerate(addresses)]
             hashes = await asyncio.to_thread(pay_in_one_block, anvil, payments)
@@ -119,19 +128,12 @@ class TestProgressMarkers:
     ) -> None:
         """The matcher must be able to expire a session on a chain where nothing happens."""
         kafka = broker.bootstrap_servers
-        settings = watcher_settings(
-            kafka,
-            redis_server.url,
-            chains,
-            start_block=anvil.web3.eth.block_number + 1,
-            progress_interval=0.0,
-        )
+        settings = _settings(anvil, kafka, redis_server, chains)
         async with running(create_app(settings)) as app:
             await asyncio.to_thread(anvil.mine, 4)
             target = anvil.web3.eth.block_number - 2  # confirmable at 2 confirmations
-            scanner = app.scanner
-            assert scanner is not None
-            await eventually(lambda: scanner.cursor is not None and scanner.cursor.number >= target)
+            assert app.scanner is not None
+            await eventually(lambda: cursor_reached(app, target))
             records = await _markers_until(kafka, target)
         assert all(event_type(r) == "ChainScanned" for r in records)
         newest = max(markers_of(records), key=lambda m: m.block_number)
@@ -144,21 +146,14 @@ class TestProgressMarkers:
         ``scanned_at``), and the last one still reaches the last cursor."""
         kafka = broker.bootstrap_servers
         interval = 0.5
-        settings = watcher_settings(
-            kafka,
-            redis_server.url,
-            chains,
-            start_block=anvil.web3.eth.block_number + 1,
-            progress_interval=interval,
-        )
+        settings = _settings(anvil, kafka, redis_server, chains, interval=interval)
         async with running(create_app(settings)) as app:
-            scanner = app.scanner
-            assert scanner is not None
             for _ in range(20):
                 await asyncio.to_thread(anvil.mine, 1)
                 await asyncio.sleep(0.1)
             target = anvil.web3.eth.block_number - 2
-            await eventually(lambda: scanner.cursor is not None and scanner.cursor.number >= target)
+            assert app.scanner is not None
+            await eventually(lambda: cursor_reached(app, target))
             # No more blocks: the move that the throttle held must still get its round.
             records = await _markers_until(kafka, target)
         rounds = sorted(
@@ -173,13 +168,7 @@ class TestProgressMarkers:
         """Two replicas on one lease: the standby writes no marker while the leader leads, and
         takes over the rounds (with its higher fence) once the leader stops."""
         kafka = broker.bootstrap_servers
-        settings = watcher_settings(
-            kafka,
-            redis_server.url,
-            chains,
-            start_block=anvil.web3.eth.block_number + 1,
-            progress_interval=0.0,
-        )
+        settings = _settings(anvil, kafka, redis_server, chains)
         first, second = create_app(settings), create_app(settings)
         async with running(first), running(second):
             await eventually(lambda: {first.role, second.role} == {"leader", "standby"})

@@ -20,9 +20,11 @@ from tests.component.watcher.support import (
     Payment,
     RangeLimitingProxy,
     by_stage,
+    endpoint_counts,
     eventually,
     frozen_fork,
     new_addresses,
+    pay_each_until_confirmed,
     pay_in_one_block,
     read_transfers,
     running,
@@ -32,13 +34,7 @@ from tests.component.watcher.support import (
 
 
 def _errors(endpoint: str) -> float:
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name == "pago_watcher_rpc_errors":
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.labels.get("endpoint") == endpoint:
-                    total += sample.value
-    return total
+    return sum(endpoint_counts("pago_watcher_rpc_errors", endpoint, "reason").values())
 
 
 class TestEndpoints:
@@ -57,12 +53,7 @@ class TestEndpoints:
             start_block=anvil.web3.eth.block_number + 1,
         )
         async with running(create_app(settings)) as app:
-            payments = [Payment("USDT", 1, a, 100 + i) for i, a in enumerate(addresses)]
-            hashes = await asyncio.to_thread(pay_in_one_block, anvil, payments)
-            await asyncio.to_thread(anvil.mine, 3)
-            seen = await read_transfers(
-                kafka, lambda f: len(by_stage(f)["confirmed"]) >= len(hashes)
-            )
+            hashes, seen = await pay_each_until_confirmed(anvil, kafka, addresses, 100)
             status = app.status()
         assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == set(hashes)
         label = redact_url(dead)

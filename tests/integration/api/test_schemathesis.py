@@ -27,7 +27,7 @@ from pago.devstack._support import free_tcp_port
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
 from tests.component.api.support import Merchant, seed_merchant
-from tests.integration.api.test_server import _wait_healthy
+from tests.integration.api.support import spawn_api, wait_healthy
 from tests.integration.matcher.support import BASE_URL, SessionSpec, insert_session, transfer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -92,14 +92,9 @@ async def test_the_running_api_conforms_to_its_openapi_document(
         "PAGO_IP_RATE_LIMIT_BURST": "100000",
         "PAGO_LOG_LEVEL": "WARNING",
     }
-    api = subprocess.Popen(
-        [sys.executable, "-m", "pago.api.main", "--host", "127.0.0.1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    api = spawn_api(env)
     try:
-        await _wait_healthy(url, api, timeout=120)
+        await wait_healthy(url, api, timeout=120)
         run = await asyncio.to_thread(
             subprocess.run,
             [

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
-import sys
-import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,21 +18,16 @@ from pago.api.settings import ApiSettings
 from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
 from tests.component.api.support import crypto_body, seed_merchant
+from tests.integration.api.support import spawn_api, wait_healthy
 
 
-async def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"pago-api exited with {proc.returncode}")
-            try:
-                if (await client.get(f"{url}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("pago-api did not become healthy")
+def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings a production ``pago-api`` cannot start without (addresses go nowhere)."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("PAGO_ENV", "production")
+    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
 
 
 async def test_serves_the_api_and_stops_cleanly_on_sigterm(
@@ -46,15 +41,10 @@ async def test_serves_the_api_and_stops_cleanly_on_sigterm(
         "PAGO_CHECKOUT_BASE_URL": "https://pay.example/c",
         "PAGO_LOG_LEVEL": "INFO",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pago.api.main", "--host", "127.0.0.1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = spawn_api(env)
     try:
         url = f"http://127.0.0.1:{port}"
-        await _wait_healthy(url, proc)
+        await wait_healthy(url, proc)
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/readyz")).json()["status"] == "ready"
             response = await client.post(
@@ -99,11 +89,7 @@ def test_a_missing_setting_stops_it_with_one_line(
 def test_production_refuses_the_static_rate_table_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    monkeypatch.setenv("PAGO_ENV", "production")
-    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    _production_env(monkeypatch)
     monkeypatch.delenv("PAGO_RATE_PROVIDER", raising=False)
     with pytest.raises(SystemExit) as stopped:
         main([])
@@ -121,17 +107,15 @@ class _Server:
         self.port = free_tcp_port()
         self.metrics_port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pago.api.main", "--host", "127.0.0.1", *args],
-            env={
+        self.proc = spawn_api(
+            {
                 **env,
                 "PAGO_API_PORT": str(self.port),
                 "PAGO_API_METRICS_PORT": str(self.metrics_port),
                 "PAGO_PUBLIC_RATE_LIMIT_PER_SECOND": "0.5",
                 "PAGO_PUBLIC_RATE_LIMIT_BURST": "2",
             },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            *args,
         )
 
     def stop(self) -> str:
@@ -145,6 +129,20 @@ class _Server:
         return self.proc.stdout.read().decode() if self.proc.stdout else ""
 
 
+@contextlib.asynccontextmanager
+async def _serving(env: dict[str, str], redis: Redis, *args: str) -> AsyncIterator[_Server]:
+    """A healthy ``_Server``; stopped after, with no slow bucket of 127.0.0.1 left for later
+    tests, and no traceback in its output."""
+    server = _Server(env, *args)
+    try:
+        await wait_healthy(server.url, server.proc)
+        yield server
+    finally:
+        output = server.stop()
+        await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
+    assert "Traceback" not in output, output
+
+
 async def _statuses(client: httpx.AsyncClient, forwarded_for: str, count: int) -> list[int]:
     return [
         (await client.get("/openapi.json", headers={"X-Forwarded-For": forwarded_for})).status_code
@@ -156,28 +154,24 @@ class TestBehindAnIngress:
     async def test_trusted_proxy_clients_get_their_own_buckets_and_metrics_stay_private(
         self, server_env: dict[str, str], redis: Redis
     ) -> None:
-        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "127.0.0.1"})
-        try:
-            await _wait_healthy(server.url, server.proc)
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                assert await _statuses(client, "203.0.113.20", 3) == [200, 200, 429]
-                assert await _statuses(client, "203.0.113.21", 1) == [200]
-                public = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.22"})
-                assert public.status_code == 404
-                scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
-                assert scraped.status_code == 200
-                assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
-        finally:
-            output = server.stop()
-            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
-        assert "Traceback" not in output, output
+        env = {**server_env, "PAGO_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+        async with (
+            _serving(env, redis) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            assert await _statuses(client, "203.0.113.20", 3) == [200, 200, 429]
+            assert await _statuses(client, "203.0.113.21", 1) == [200]
+            public = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.22"})
+            assert public.status_code == 404
+            scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+            assert scraped.status_code == 200
+            assert 'pago_api_requests_total{method="GET",route="/healthz"' in scraped.text
 
     async def test_an_untrusted_peer_cannot_choose_its_client_ip(
         self, server_env: dict[str, str], redis: Redis
     ) -> None:
-        server = _Server({**server_env, "PAGO_FORWARDED_ALLOW_IPS": "10.9.9.9"}, "--workers", "2")
-        try:
-            await _wait_healthy(server.url, server.proc)
+        env = {**server_env, "PAGO_FORWARDED_ALLOW_IPS": "10.9.9.9"}
+        async with _serving(env, redis, "--workers", "2") as server:
             await redis.flushdb()  # the probes above spent 127.0.0.1's bucket
             async with httpx.AsyncClient(base_url=server.url) as client:
                 first = await _statuses(client, "203.0.113.30", 1)
@@ -188,21 +182,13 @@ class TestBehindAnIngress:
                 scraped = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
                 assert scraped.status_code == 200
                 assert 'route="/healthz"' in scraped.text
-        finally:
-            output = server.stop()
-            await redis.flushdb()  # no slow bucket of 127.0.0.1 left for later tests
-        assert "Traceback" not in output, output
 
 
 def test_loopback_webhooks_cannot_be_enabled_in_production(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Refused at start, not at the first webhook request."""
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1/db")
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    monkeypatch.setenv("PAGO_ENV", "production")
-    monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    _production_env(monkeypatch)
     monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
     monkeypatch.setenv("PAGO_WEBHOOK_ALLOW_LOOPBACK", "true")
     webhook_settings.cache_clear()

@@ -32,8 +32,8 @@ from pago.devstack.redis_server import RedisServer
 from pago.matcher.app import MatcherApp, create_app
 from tests.integration.matcher.conftest import eventually, matcher_settings, publish
 from tests.integration.matcher.support import USDT, SessionSpec, new_session, session_row, transfer
+from tests.support.kafka import assert_committed_past, dead_letters, end_offsets, header_value
 from tests.support.kafka import caught_up as wait_caught_up
-from tests.support.kafka import dead_letters, end_offsets, header_value
 from tests.support.pg_proxy import PostgresProxy
 
 
@@ -126,9 +126,6 @@ class TestCommittedOffsets:
             await send_raw(producer, s, t.to_bytes())
             for s, t in zip(sessions, payments, strict=True)
         ]
-        last: dict[int, int] = {}
-        for meta in sent:
-            last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
 
         async def statuses() -> set[str]:
             return {(await session_row(db, s.id))["status"] for s in sessions}
@@ -137,11 +134,7 @@ class TestCommittedOffsets:
         ends = await end_offsets(kafka.bootstrap_servers, CHAIN_TRANSFERS)
         committed = await caught_up(kafka, matcher.settings.group_id)
 
-        for partition, offset in last.items():
-            if ends[partition] == offset + 1:  # nothing later in it: ours was the last processed
-                assert committed[partition] == offset + 1
-            else:
-                assert (committed[partition] or 0) > offset + 1
+        assert_committed_past(sent, ends, committed)
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from pago.notifier.app import NotifierApp, create_app
 from tests.integration.notifier.conftest import fake_resolver, notifier_settings
 from tests.integration.notifier.receiver import Receiver, verify
 from tests.integration.notifier.support import seed_endpoint, seed_merchant, updated
+from tests.support.kafka import assert_committed_past, dead_letters, end_offsets, header_value
 from tests.support.kafka import caught_up as wait_caught_up
-from tests.support.kafka import dead_letters, end_offsets, header_value
 from tests.support.pg_proxy import PostgresProxy
 
 pytestmark = pytest.mark.usefixtures("notifier")
@@ -111,19 +111,12 @@ async def test_the_broker_holds_the_last_processed_offset_plus_one(
     await seed_endpoint(db, merchant, hooks.url("/offsets"))
     events = [updated(merchant, SessionStatus.PAID) for _ in range(8)]  # spread over partitions
     sent = [await send_event(producer, e) for e in events]
-    last: dict[int, int] = {}
-    for meta in sent:
-        last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
 
     await hooks.wait_for(lambda r: len(r.at("/offsets")) >= len(events))
     ends = await end_offsets(kafka.bootstrap_servers, CHECKOUT_SESSIONS)
     committed = await caught_up(kafka, notifier.settings.group_id)
 
-    for partition, offset in last.items():
-        if ends[partition] == offset + 1:  # nothing later in it: ours was the last processed
-            assert committed[partition] == offset + 1
-        else:
-            assert (committed[partition] or 0) > offset + 1
+    assert_committed_past(sent, ends, committed)
 
 
 async def test_a_postgres_outage_is_retried_never_dead_lettered(

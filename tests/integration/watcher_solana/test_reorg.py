@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from pago.common.enums import TransferStage
 from pago.common.events import TransferObserved
@@ -39,44 +39,22 @@ from tests.integration.watcher_solana.support import (
     solana_settings,
     watch,
 )
+from tests.support.rpc_proxy import JsonRpcProxy
 
 
-class ForkingProxy:
+class ForkingProxy(JsonRpcProxy):
     """Surfpool as a node on the losing side of a fork would show it after the fact."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.held_final: int | None = None
         """While set, ``getSlot(finalized)`` answers no more than this."""
         self.dropped: set[str] = set()
         """Signatures no longer on the chain."""
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = ClientSession()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
-        assert self._session is not None
-        async with self._session.post(self.upstream, json=body) as response:
-            answer = await response.json()
+        answer = await self._forward(body)
         if isinstance(body, list) and isinstance(answer, list):
             answer = [self._rewrite(c, a) for c, a in zip(body, answer, strict=True)]
         elif isinstance(body, dict) and isinstance(answer, dict):

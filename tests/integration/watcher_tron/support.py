@@ -17,17 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pago.common.enums import Mode, Network
-from pago.common.events import TransferObserved, WatchAddress
-from pago.common.kafka import create_producer
-from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
+from pago.common.enums import Network
+from pago.common.events import TransferObserved
 from pago.watcher.settings import WatcherSettings
-from tests.support.tron_node import TronChain, b58, key_of
+from tests.component.watcher.support import by_stage, read_transfers
+from tests.component.watcher.support import watch as watch_addresses
+from tests.support.tron_node import TronChain, Tx, b58, key_of
 
 NETWORK = "TRON"
 MODE = "test"
@@ -91,25 +91,27 @@ async def watch(
     created_at: datetime | None = None,
 ) -> None:
     """Publish ``WatchAddress`` for each TRON address, as the api's outbox does."""
-    until = until or datetime.now(UTC) + timedelta(hours=2)
-    producer = create_producer(bootstrap, client_id="tron-watcher-tests")
-    await producer.start()
-    try:
-        acks = []
-        for address in addresses:
-            event = WatchAddress(
-                network=Network.TRON,
-                mode=Mode.TEST,
-                address=address,
-                session_id=f"cs_{address[1:11].lower()}",
-                watch_until=until,
-                created_at=created_at,
-            )
-            key = watchlist_key(NETWORK, MODE, address).encode()
-            acks.append(await producer.send(CHAIN_WATCHLIST, event.to_bytes(), key=key))
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
+    await watch_addresses(
+        bootstrap,
+        addresses,
+        until=until,
+        created_at=created_at,
+        network=Network.TRON,
+        session_of=lambda address: f"cs_{address[1:11].lower()}",
+    )
+
+
+async def pay_each_until_confirmed(
+    chain: TronChain, bootstrap: str, addresses: Sequence[str]
+) -> tuple[list[Tx], list[TransferObserved]]:
+    """Pay each of ``addresses`` USDT (the n-th ``n`` USDT), mine the confirmations, and read
+    ``chain.transfers`` until that many are confirmed: the payments and what was read."""
+    txs = [
+        chain.trc20_transfer(USDT_KEY, key_of(a), (i + 1) * USDT) for i, a in enumerate(addresses)
+    ]
+    chain.mine(CONFIRMATIONS + 1)
+    seen = await read_transfers(bootstrap, lambda f: len(by_stage(f)["confirmed"]) >= len(txs))
+    return txs, seen
 
 
 def stages_of(transfers: Iterable[TransferObserved], txid: str) -> list[str]:

@@ -20,6 +20,7 @@ from tests.integration.watcher_tron.support import (
     USDT_KEY,
     chains_file,
     new_addresses,
+    pay_each_until_confirmed,
     tron_settings,
     watch,
 )
@@ -55,12 +56,7 @@ async def test_fails_over_from_a_dead_primary(
             tron_api_key="k-e2b7",
         )
         async with running(create_app(settings)) as app:
-            txs = [
-                chain.trc20_transfer(USDT_KEY, key_of(a), (i + 1) * USDT)
-                for i, a in enumerate(addresses)
-            ]
-            chain.mine(CONFIRMATIONS + 1)
-            seen = await read_transfers(kafka, lambda f: len(by_stage(f)["confirmed"]) >= len(txs))
+            txs, seen = await pay_each_until_confirmed(chain, kafka, addresses)
             status = app.status()
     assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == {tx.txid for tx in txs}
     assert node.api_keys == {"k-e2b7"}, "TRON-PRO-API-KEY reaches the endpoint"

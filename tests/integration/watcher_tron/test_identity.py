@@ -14,18 +14,16 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import WrongChain, redact_url
-from tests.component.watcher.support import by_stage, read_transfers, running
+from tests.component.watcher.support import by_stage, running
 from tests.integration.watcher_tron.support import (
-    CONFIRMATIONS,
-    USDT,
-    USDT_KEY,
     chains_file,
     new_addresses,
     new_chain,
+    pay_each_until_confirmed,
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, TronNode, key_of
+from tests.support.tron_node import TronChain, TronNode
 
 
 async def test_a_node_of_another_network_is_refused_and_the_right_one_used(
@@ -46,12 +44,7 @@ async def test_a_node_of_another_network_is_refused_and_the_right_one_used(
         await watch(kafka, addresses)
         settings = tron_settings(kafka, redis_server.url, chains, start_block=chain.head.number + 1)
         async with running(create_app(settings)) as app:
-            txs = [
-                chain.trc20_transfer(USDT_KEY, key_of(a), (i + 1) * USDT)
-                for i, a in enumerate(addresses)
-            ]
-            chain.mine(CONFIRMATIONS + 1)
-            seen = await read_transfers(kafka, lambda f: len(by_stage(f)["confirmed"]) >= len(txs))
+            txs, seen = await pay_each_until_confirmed(chain, kafka, addresses)
             status = app.status()
     assert {t.tx_hash for t in by_stage(seen)["confirmed"]} == {tx.txid for tx in txs}
     assert set(stranger.requests) == {"wallet/getblockbynum"}, "asked for block 0, nothing more"

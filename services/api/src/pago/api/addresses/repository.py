@@ -87,23 +87,27 @@ async def insert_derived(
     return (await conn.execute(_INSERT_DERIVED, values)).first() is not None
 
 
-async def lease_free(
-    conn: AsyncConnection,
-    *,
-    merchant_id: str,
-    family: str,
-    mode: str,
-    session_id: str,
-    leased_until: datetime,
-) -> str | None:
+@dataclass(frozen=True, slots=True)
+class PoolLease:
+    """A lease to take from one pool: whose pool (merchant, family, mode), for which session,
+    until when."""
+
+    merchant_id: str
+    family: str
+    mode: str
+    session_id: str
+    leased_until: datetime
+
+
+async def lease_free(conn: AsyncConnection, lease: PoolLease) -> str | None:
     """Lease a never-used pool address, oldest import first (the least recently used of all);
     ``SKIP LOCKED`` keeps concurrent creates apart."""
     candidate = (
         select(deposit_addresses.c.id)
         .where(
-            deposit_addresses.c.merchant_id == merchant_id,
-            deposit_addresses.c.family == family,
-            deposit_addresses.c.mode == mode,
+            deposit_addresses.c.merchant_id == lease.merchant_id,
+            deposit_addresses.c.family == lease.family,
+            deposit_addresses.c.mode == lease.mode,
             deposit_addresses.c.session_id.is_(None),
         )
         .order_by(deposit_addresses.c.id)
@@ -111,7 +115,7 @@ async def lease_free(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    return await _lease(conn, candidate, session_id, leased_until)
+    return await _lease(conn, candidate, lease)
 
 
 def _open_exception_on(address: object, merchant_id: object, mode: object) -> Any:
@@ -148,15 +152,7 @@ def _live_session_on(address: object, mode: object) -> Any:
 
 
 async def lease_cooled(
-    conn: AsyncConnection,
-    *,
-    merchant_id: str,
-    family: str,
-    mode: str,
-    session_id: str,
-    leased_until: datetime,
-    now: datetime,
-    cooldown: timedelta,
+    conn: AsyncConnection, lease: PoolLease, *, now: datetime, cooldown: timedelta
 ) -> str | None:
     """Re-lease the least recently used pool address that has cooled down.
 
@@ -170,9 +166,9 @@ async def lease_cooled(
     candidate = (
         select(da.c.id)
         .where(
-            da.c.merchant_id == merchant_id,
-            da.c.family == family,
-            da.c.mode == mode,
+            da.c.merchant_id == lease.merchant_id,
+            da.c.family == lease.family,
+            da.c.mode == lease.mode,
             da.c.source == POOL,
             da.c.released_at.is_not(None),
             da.c.released_at <= now - cooldown,
@@ -185,7 +181,7 @@ async def lease_cooled(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    return await _lease(conn, candidate, session_id, leased_until)
+    return await _lease(conn, candidate, lease)
 
 
 async def release(
@@ -213,13 +209,11 @@ async def release(
     )
 
 
-async def _lease(
-    conn: AsyncConnection, candidate: object, session_id: str, leased_until: datetime
-) -> str | None:
+async def _lease(conn: AsyncConnection, candidate: object, lease: PoolLease) -> str | None:
     statement = (
         update(deposit_addresses)
         .where(deposit_addresses.c.id == candidate)
-        .values(session_id=session_id, leased_until=leased_until, released_at=None)
+        .values(session_id=lease.session_id, leased_until=lease.leased_until, released_at=None)
         .returning(deposit_addresses.c.address)
     )
     row = (await conn.execute(statement)).first()

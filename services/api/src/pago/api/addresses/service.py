@@ -90,20 +90,12 @@ async def allocate(
                 leased_until=leased_until,
             ):
                 return Allocation(derived, nxt.index)
-    address = await _lease_pooled(
-        conn,
-        merchant_id=merchant_id,
-        family=family,
-        mode=mode,
-        session_id=session_id,
-        leased_until=leased_until,
-        now=now,
-        cooldown=cooldown,
+    lease = repository.PoolLease(
+        merchant_id, family.value, mode.value, session_id=session_id, leased_until=leased_until
     )
+    address = await _lease_pooled(conn, lease, now=now, cooldown=cooldown)
     if address is None and refiller is not None and mode is Mode.TEST:
-        address = await _lease_refilled(
-            conn, refiller, merchant_id, family, session_id=session_id, leased_until=leased_until
-        )
+        address = await _lease_refilled(conn, refiller, family, lease)
     if address is None:
         POOL_EXHAUSTED.labels(family.value, mode.value).inc()
         log.warning(
@@ -121,63 +113,26 @@ async def allocate(
 async def _lease_refilled(
     conn: AsyncConnection,
     refiller: PoolRefiller,
-    merchant_id: str,
     family: ChainFamily,
-    *,
-    session_id: str,
-    leased_until: datetime,
+    lease: repository.PoolLease,
 ) -> str | None:
-    """Development: lease from a pool that a concurrent create just refilled, or refill it."""
-
-    async def lease() -> str | None:
-        return await repository.lease_free(
-            conn,
-            merchant_id=merchant_id,
-            family=family.value,
-            mode=Mode.TEST.value,
-            session_id=session_id,
-            leased_until=leased_until,
-        )
-
-    await refiller.wait_for_refills(conn, merchant_id, family, Mode.TEST.value)
-    address = await lease()
-    if address is None and await refiller.refill(conn, merchant_id, family, Mode.TEST.value):
-        address = await lease()
+    """Development (test mode only): lease from a pool that a concurrent create just refilled,
+    or refill it."""
+    await refiller.wait_for_refills(conn, lease.merchant_id, family, lease.mode)
+    address = await repository.lease_free(conn, lease)
+    if address is None and await refiller.refill(conn, lease.merchant_id, family, lease.mode):
+        address = await repository.lease_free(conn, lease)
     return address
 
 
 async def _lease_pooled(
-    conn: AsyncConnection,
-    *,
-    merchant_id: str,
-    family: ChainFamily,
-    mode: Mode,
-    session_id: str,
-    leased_until: datetime,
-    now: datetime,
-    cooldown: timedelta,
+    conn: AsyncConnection, lease: repository.PoolLease, *, now: datetime, cooldown: timedelta
 ) -> str | None:
     """A never-used pool address first, else the least recently used one that cooled down."""
-    address = await repository.lease_free(
-        conn,
-        merchant_id=merchant_id,
-        family=family.value,
-        mode=mode.value,
-        session_id=session_id,
-        leased_until=leased_until,
-    )
+    address = await repository.lease_free(conn, lease)
     if address is not None:
         return address
-    return await repository.lease_cooled(
-        conn,
-        merchant_id=merchant_id,
-        family=family.value,
-        mode=mode.value,
-        session_id=session_id,
-        leased_until=leased_until,
-        now=now,
-        cooldown=cooldown,
-    )
+    return await repository.lease_cooled(conn, lease, now=now, cooldown=cooldown)
 
 
 async def release(
