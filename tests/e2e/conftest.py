@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from tests.component.api.support import Merchant, api_settings, seed_merchant
+from tests.component.watcher.support import chains_file
+from tests.e2e.support import pipeline_env
 
 
 @pytest.fixture
@@ -29,6 +32,27 @@ def broker() -> Iterator[KafkaServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def api_port() -> int:
+    """The port the test's api listens on."""
+    return free_tcp_port()
+
+
+@pytest.fixture
+def evm_env(
+    server_env: dict[str, str],
+    db: AsyncEngine,
+    anvil: Anvil,
+    broker: KafkaServer,
+    tmp_path: Path,
+    api_port: int,
+) -> dict[str, str]:
+    """The pipeline's environment on this test's anvil (2 confirmations) and broker, the api on
+    ``api_port``, the database emptied; the matcher screens nothing."""
+    chains = chains_file(tmp_path / "chains.toml", anvil, confirmations=2)
+    return pipeline_env(server_env, kafka=broker.bootstrap_servers, chains=chains, port=api_port)
 
 
 @pytest.fixture

@@ -139,6 +139,13 @@ def register_xpub(env: Mapping[str, str], merchant: str, family: str, xpub: str)
     admin(env, "xpub", "register", merchant, "--family", family, "--mode", "test", xpub)
 
 
+def seed_evm_merchant(env: Mapping[str, str], merchant: str, name: str) -> str:
+    """A merchant with a test key and the test mnemonic's EVM account xpub; the key."""
+    key = seed_merchant(env, merchant, name)
+    register_xpub(env, merchant, "evm", evm_account_xpub())
+    return key
+
+
 def import_pool(env: Mapping[str, str], merchant: str, family: str, addresses: Path) -> int:
     """Import a test-mode pool of deposit addresses from a file; how many were added."""
     args = ["pool", "import", merchant, "--family", family, "--mode", "test", str(addresses)]
@@ -152,12 +159,10 @@ def pipeline_env(
     kafka: str,
     chains: Path,
     port: int,
-    aml_list: Path | None = None,
 ) -> dict[str, str]:
     """The environment of api, matcher and watcher: this test's broker and chains, fast polling.
 
-    Without ``aml_list`` the matcher screens nothing (screening is tested on its own); with it,
-    the matcher reads that list and no provider."""
+    The matcher gets no AML list (screening is tested on its own; see ``screening``)."""
     env = {
         **server_env,
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
@@ -170,12 +175,15 @@ def pipeline_env(
         "PAGO_WATCHER_HTTP_PORT": "0",
         "PAGO_WATCHER_POLL_INTERVAL": "0.2",
     }
-    if aml_list is None:
-        env.pop("PAGO_AML_LIST_PATH", None)
-    else:
-        env["PAGO_AML_LIST_PATH"] = str(aml_list)
-        env.pop("PAGO_AML_PROVIDER_URL", None)
+    env.pop("PAGO_AML_LIST_PATH", None)
     return env
+
+
+def screening(env: Mapping[str, str], aml_list: Path) -> dict[str, str]:
+    """``env`` with the matcher screening against the lists in ``aml_list`` (and no provider)."""
+    screened = {**env, "PAGO_AML_LIST_PATH": str(aml_list)}
+    screened.pop("PAGO_AML_PROVIDER_URL", None)
+    return screened
 
 
 @dataclass

@@ -12,7 +12,6 @@ either, both are recorded in ``ignored_transfers``, and the real payment afterwa
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,18 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import ignored_transfers
 from pago.common.events import SESSION_EVENT_ADAPTER
 from pago.common.topics import CHECKOUT_SESSIONS
-from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
-from tests.component.watcher.support import USDT, chains_file
+from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     api_client,
     create_session,
-    evm_account_xpub,
     get_session,
-    pipeline_env,
-    register_xpub,
-    seed_merchant,
+    screening,
+    seed_evm_merchant,
     start_pipeline,
     wait_for_session,
 )
@@ -71,29 +66,14 @@ def transfer_from(anvil: Anvil, payer_index: int, owner: str, to: str, amount: i
 
 
 async def test_zero_value_from_an_ofac_address_and_dust_never_move_the_session(
-    server_env: dict[str, str],
-    db: AsyncEngine,
-    anvil: Anvil,
-    broker: KafkaServer,
-    tmp_path: Path,
-    run_id: str,
+    evm_env: dict[str, str], api_port: int, db: AsyncEngine, anvil: Anvil, run_id: str
 ) -> None:
-    port = free_tcp_port()
-    kafka = broker.bootstrap_servers
-    env = pipeline_env(
-        server_env,
-        kafka=kafka,
-        chains=chains_file(tmp_path / "chains.toml", anvil, confirmations=2),
-        port=port,
-        aml_list=aml_dir(),  # the real OFAC snapshot, level 1 on
-    )
+    env = screening(evm_env, aml_dir())  # the real OFAC snapshot, level 1 on
     sanctioned = ofac_evm_address()
-    merchant = f"mch_dust_{run_id}"
-    key = seed_merchant(env, merchant, "Dust Shop")
-    register_xpub(env, merchant, "evm", evm_account_xpub())
-    pipeline = start_pipeline(env, port=port, network="ETHEREUM", anvil=anvil)
+    key = seed_evm_merchant(env, f"mch_dust_{run_id}", "Dust Shop")
+    pipeline = start_pipeline(env, port=api_port, network="ETHEREUM", anvil=anvil)
     try:
-        async with api_client(f"http://127.0.0.1:{port}", pipeline, key) as api:
+        async with api_client(f"http://127.0.0.1:{api_port}", pipeline, key) as api:
             session = await create_session(api, "ETHEREUM", f"order-{run_id}")
             pay_to = session["pay_address"]
 
@@ -134,7 +114,7 @@ async def test_zero_value_from_an_ofac_address_and_dust_never_move_the_session(
     assert paid["status"] == "Paid"
     assert [t["tx_hash"] for t in paid["transactions"]] == [payment]
     records = await read_topic(
-        kafka,
+        env["KAFKA_BOOTSTRAP_SERVERS"],
         CHECKOUT_SESSIONS,
         key_prefix=session["id"],
         until=lambda recs: any(b'"status":"Paid"' in (r.value or b"") for r in recs),

@@ -10,22 +10,15 @@ Underpaid, then Paid with both transaction hashes. Nothing in between is faked: 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
-from tests.component.watcher.support import USDT, chains_file
+from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     api_client,
     create_session,
-    evm_account_xpub,
-    pipeline_env,
-    register_xpub,
-    seed_merchant,
+    seed_evm_merchant,
     start_pipeline,
     wait_for_status,
 )
@@ -34,28 +27,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 async def test_a_session_goes_underpaid_then_paid_through_the_local_chain(
-    server_env: dict[str, str],
-    db: AsyncEngine,
-    anvil: Anvil,
-    broker: KafkaServer,
-    tmp_path: Path,
-    run_id: str,
+    evm_env: dict[str, str], api_port: int, anvil: Anvil, run_id: str
 ) -> None:
-    port = free_tcp_port()
     # The matcher without an AML list or provider (screening is tested on its own).
-    env = pipeline_env(
-        server_env,
-        kafka=broker.bootstrap_servers,
-        chains=chains_file(tmp_path / "chains.toml", anvil, confirmations=2),
-        port=port,
-    )
-    merchant = f"mch_e2e_{run_id}"
-    key = seed_merchant(env, merchant, "E2E Shop")
-    register_xpub(env, merchant, "evm", evm_account_xpub())
-
-    pipeline = start_pipeline(env, port=port, network="ETHEREUM", anvil=anvil)
+    key = seed_evm_merchant(evm_env, f"mch_e2e_{run_id}", "E2E Shop")
+    pipeline = start_pipeline(evm_env, port=api_port, network="ETHEREUM", anvil=anvil)
     try:
-        async with api_client(f"http://127.0.0.1:{port}", pipeline, key) as api:
+        async with api_client(f"http://127.0.0.1:{api_port}", pipeline, key) as api:
             session = await create_session(api, "ETHEREUM", f"order-{run_id}")
             assert (session["status"], session["amount_expected"]) == ("Pending", "10")
             pay_to = session["pay_address"]

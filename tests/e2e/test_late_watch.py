@@ -11,26 +11,19 @@ matcher run as processes; nothing in between is faked.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
-from tests.component.watcher.support import USDT, chains_file
+from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     Service,
     api_client,
     bin_path,
     create_session,
-    evm_account_xpub,
     get_session,
-    pipeline_env,
-    register_xpub,
-    seed_merchant,
+    seed_evm_merchant,
     start_pipeline,
     wait_for_status,
 )
@@ -42,36 +35,21 @@ OLD_WINDOW = 1000
 
 
 async def test_a_payment_made_while_the_relay_stalled_credits_after_the_old_window(
-    server_env: dict[str, str],
-    db: AsyncEngine,
-    anvil: Anvil,
-    broker: KafkaServer,
-    tmp_path: Path,
-    run_id: str,
+    evm_env: dict[str, str], api_port: int, anvil: Anvil, run_id: str
 ) -> None:
-    port = free_tcp_port()
-    kafka = broker.bootstrap_servers
-    env = pipeline_env(
-        server_env,
-        kafka=kafka,
-        chains=chains_file(tmp_path / "chains.toml", anvil, confirmations=2),
-        port=port,
-    )
-    merchant = f"mch_late_{run_id}"
-    key = seed_merchant(env, merchant, "Late Shop")
-    register_xpub(env, merchant, "evm", evm_account_xpub())
+    key = seed_evm_merchant(evm_env, f"mch_late_{run_id}", "Late Shop")
     # Every relay is paused (the matcher's would publish the api's rows too): nothing the api
     # writes reaches Kafka yet.
     pipeline = start_pipeline(
-        env,
-        port=port,
+        evm_env,
+        port=api_port,
         network="ETHEREUM",
         api_env={"PAGO_RUN_OUTBOX_RELAY": "false"},
         matcher_env={"PAGO_MATCHER_RELAY": "false"},
         anvil=anvil,
     )
     try:
-        async with api_client(f"http://127.0.0.1:{port}", pipeline, key) as api:
+        async with api_client(f"http://127.0.0.1:{api_port}", pipeline, key) as api:
             await pipeline.watcher_leads()
             session = await create_session(api, "ETHEREUM", f"late-{run_id}")
 
@@ -96,7 +74,7 @@ async def test_a_payment_made_while_the_relay_stalled_credits_after_the_old_wind
             assert (await get_session(api, session["id"]))["status"] == "Pending"
 
             pipeline.services.append(
-                Service("relay", [bin_path("python"), "-m", "pago.common.outbox"], env)
+                Service("relay", [bin_path("python"), "-m", "pago.common.outbox"], evm_env)
             )  # the relay resumes
             paid = await wait_for_status(pipeline, api, session["id"], "Paid", timeout=90)
     finally:
