@@ -25,16 +25,6 @@ def anvil(tmp_path: Path) -> Iterator[Anvil]:
 
 
 @pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    """This test's own broker: its watcher's cursor and the matcher's group start clean."""
-    server = KafkaServer.start(env={})
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
 def api_port() -> int:
     """The port the test's api listens on."""
     return free_tcp_port()
