@@ -7,6 +7,7 @@ that needs none of them starts none. Chains (anvil, Surfpool) have their own fix
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -92,6 +93,14 @@ def kafka() -> Iterator[KafkaServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaServer]:
+    """A broker of this test's own, always a fresh mock even when CI names a real Kafka: a
+    watcher's cursors (per network and mode) and a matcher's consumer group start clean."""
+    with contextlib.closing(KafkaServer.start(env={})) as server:
+        yield server
 
 
 @pytest.fixture

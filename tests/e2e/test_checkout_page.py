@@ -9,44 +9,19 @@ screenshots are kept in ``test-artifacts/``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, ViewportSize, async_playwright, expect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from playwright.async_api import Page, expect
 
-from pago.devstack._support import free_tcp_port
-from pago.devstack.kafka_mock import KafkaServer
-from pago.devstack.postgres import Database
-from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import Merchant, api_settings, crypto_body, seed_merchant
+from tests.component.api.support import Merchant, crypto_body
 from tests.component.checkout_page.qr_decoder import decode, matrix_from_svg
+from tests.e2e.support import ARTIFACTS, PHONE, checkout_stack, chromium
 from tests.integration.notifier.receiver import Receiver
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PHONE: ViewportSize = {"width": 390, "height": 844}
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,95 +29,11 @@ pytestmark = [
 ]
 
 
-class Service:
-    """One service process; its JSON log lines are collected as they come."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
-        self.name = name
-        self.logs: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)  # a full pipe freezes
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.logs.append(json.loads(line))
-            except ValueError:
-                self.logs.append({"msg": line.rstrip()})
-
-    async def logged(self, message: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(entry.get("msg") == message for entry in self.logs):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} never logged {message!r}: {self.logs[-15:]}")
-            await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-
-
 @pytest.fixture
 async def stack(server_env: dict[str, str]) -> AsyncIterator[str]:
     """api, matcher and notifier as processes on this run's servers; yields the api's URL."""
-    port = free_tcp_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**server_env, "PAGO_CHECKOUT_BASE_URL": f"{base}/checkout/", "PAGO_LOG_LEVEL": "INFO"}
-    bin_dir = Path(sys.executable).parent
-    services = [
-        Service("api", [str(bin_dir / "pago-api"), "--port", str(port)], env),
-        Service(
-            "matcher",
-            [str(bin_dir / "pago-matcher")],
-            {
-                **env,
-                "PAGO_MATCHER_HTTP_PORT": "0",
-                "PAGO_MATCHER_BATCH_WAIT_MS": "20",
-                "PAGO_MATCHER_FETCH_WAIT_MS": "50",
-                "PAGO_MATCHER_SESSION_TIMEOUT_MS": "1000",
-                "PAGO_MATCHER_HEARTBEAT_MS": "250",
-            },
-        ),
-        Service(
-            "notifier",
-            [str(bin_dir / "pago-notifier")],
-            {
-                **env,
-                "PAGO_NOTIFIER_HTTP_PORT": "0",
-                "PAGO_NOTIFIER_GROUP_ID": f"notifier-e2e-{uuid.uuid4().hex[:8]}",
-                "PAGO_NOTIFIER_BATCH_WAIT_MS": "20",
-                "PAGO_NOTIFIER_FETCH_WAIT_MS": "50",
-            },
-        ),
-    ]
-    try:
-        await asyncio.gather(
-            services[1].logged("matcher started"), services[2].logged("notifier started")
-        )
-        async with httpx.AsyncClient(base_url=base) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"the api did not start: {services[0].logs}"
-                await asyncio.sleep(0.1)
+    async with checkout_stack(server_env, health_timeout=30) as base:
         yield base
-    finally:
-        for service in services:
-            service.stop()
 
 
 @pytest.fixture
@@ -154,14 +45,6 @@ async def shop() -> AsyncIterator[Receiver]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-async def merchant(
-    db: AsyncEngine, database: Database, redis_server: RedisServer, kafka: KafkaServer
-) -> Merchant:
-    settings = api_settings(database.url, redis_server.url, kafka.bootstrap_servers)
-    return await seed_merchant(db, settings)
 
 
 @pytest.fixture
@@ -190,12 +73,7 @@ async def test_a_customer_pays_and_returns_to_the_shop(
         session = created.json()
         assert session["url"] == f"{stack}/checkout/{session['id']}"
 
-        if not CHROMIUM.exists():
-            pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
-            )
+        async with chromium() as browser:
             context = await browser.new_context(viewport=PHONE)
             page = await context.new_page()
             try:
@@ -265,7 +143,6 @@ async def test_a_customer_pays_and_returns_to_the_shop(
                 assert len(shop.at("/thanks")) == 1
             finally:
                 await context.close()
-                await browser.close()
 
         paid = (await api.get(f"/v1/checkout/sessions/{session['id']}")).json()
         assert paid["status"] == "Paid"

@@ -9,24 +9,15 @@ Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package). Screensho
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from playwright.async_api import Browser, Page, expect
 
-from pago.devstack._support import free_tcp_port
-from pago.devstack.kafka_mock import KafkaServer
-from pago.devstack.postgres import Database
-from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import Merchant, api_settings, crypto_body, seed_merchant
-from tests.e2e.test_checkout_page import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, PHONE, Service
+from tests.component.api.support import Merchant, crypto_body
+from tests.e2e.support import ARTIFACTS, PHONE, checkout_stack, chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,77 +32,14 @@ async def stack(server_env: dict[str, str], tmp_path: Path) -> AsyncIterator[str
     lists = tmp_path / "aml"
     lists.mkdir()
     (lists / "ofac_sdn_test.txt").write_text(f"{SANCTIONED}\n")
-    port = free_tcp_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**server_env, "PAGO_CHECKOUT_BASE_URL": f"{base}/checkout/", "PAGO_LOG_LEVEL": "INFO"}
-    bin_dir = Path(sys.executable).parent
-    services = [
-        Service("api", [str(bin_dir / "pago-api"), "--port", str(port)], env),
-        Service(
-            "matcher",
-            [str(bin_dir / "pago-matcher")],
-            {
-                **env,
-                "PAGO_MATCHER_HTTP_PORT": "0",
-                "PAGO_AML_LIST_PATH": str(lists),
-                "PAGO_MATCHER_BATCH_WAIT_MS": "20",
-                "PAGO_MATCHER_FETCH_WAIT_MS": "50",
-                "PAGO_MATCHER_SESSION_TIMEOUT_MS": "1000",
-                "PAGO_MATCHER_HEARTBEAT_MS": "250",
-            },
-        ),
-        Service(
-            "notifier",
-            [str(bin_dir / "pago-notifier")],
-            {
-                **env,
-                "PAGO_NOTIFIER_HTTP_PORT": "0",
-                "PAGO_NOTIFIER_GROUP_ID": f"notifier-e2e-{uuid.uuid4().hex[:8]}",
-                "PAGO_NOTIFIER_BATCH_WAIT_MS": "20",
-                "PAGO_NOTIFIER_FETCH_WAIT_MS": "50",
-            },
-        ),
-    ]
-    try:
-        await asyncio.gather(
-            services[1].logged("matcher started"), services[2].logged("notifier started")
-        )
-        async with httpx.AsyncClient(base_url=base) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"the api did not start: {services[0].logs}"
-                await asyncio.sleep(0.1)
+    async with checkout_stack(server_env, {"PAGO_AML_LIST_PATH": str(lists)}) as base:
         yield base
-    finally:
-        for service in services:
-            service.stop()
-
-
-@pytest.fixture
-async def merchant(
-    db: AsyncEngine, database: Database, redis_server: RedisServer, kafka: KafkaServer
-) -> Merchant:
-    settings = api_settings(database.url, redis_server.url, kafka.bootstrap_servers)
-    return await seed_merchant(db, settings)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def open_session(

@@ -12,12 +12,8 @@ either, both are recorded in ``ignored_transfers``, and the real payment afterwa
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,11 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import ignored_transfers
 from pago.common.events import SESSION_EVENT_ADAPTER
 from pago.common.topics import CHECKOUT_SESSIONS
-from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
-from tests.component.watcher.support import USDT, chains_file
-from tests.e2e.test_evm_payment import Service, _admin, _bin, _until, evm_account_xpub
+from tests.component.watcher.support import USDT
+from tests.e2e.support import (
+    api_client,
+    create_session,
+    get_session,
+    screening,
+    seed_evm_merchant,
+    start_pipeline,
+    wait_for_session,
+)
 from tests.integration.matcher.support import aml_dir
 from tests.support.kafka import read_topic
 
@@ -42,21 +44,6 @@ def ofac_evm_address() -> str:
         if line.strip().startswith("0x") and len(line.strip()) == 42:
             return line.strip()
     pytest.fail("no EVM address in ofac_sdn_ETH.txt")
-
-
-@pytest.fixture
-def anvil(tmp_path: Path) -> Iterator[Anvil]:
-    with Anvil.start(tmp_path / "anvil") as node:
-        yield node
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    server = KafkaServer.start(env={})
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def transfer_from(anvil: Anvil, payer_index: int, owner: str, to: str, amount: int) -> str:
@@ -79,79 +66,16 @@ def transfer_from(anvil: Anvil, payer_index: int, owner: str, to: str, amount: i
 
 
 async def test_zero_value_from_an_ofac_address_and_dust_never_move_the_session(
-    server_env: dict[str, str],
-    db: AsyncEngine,
-    anvil: Anvil,
-    broker: KafkaServer,
-    tmp_path: Path,
-    run_id: str,
+    evm_env: dict[str, str], api_port: int, db: AsyncEngine, anvil: Anvil, run_id: str
 ) -> None:
-    port = free_tcp_port()
-    kafka = broker.bootstrap_servers
-    env = {
-        **server_env,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "PAGO_CHAINS_FILE": str(chains_file(tmp_path / "chains.toml", anvil, confirmations=2)),
-        "PAGO_CHECKOUT_BASE_URL": f"http://127.0.0.1:{port}/checkout/",
-        "PAGO_LOG_LEVEL": "INFO",
-        "PAGO_AML_LIST_PATH": str(aml_dir()),  # the real OFAC snapshot, level 1 on
-        "PAGO_MATCHER_HTTP_PORT": "0",
-        "PAGO_MATCHER_BATCH_WAIT_MS": "20",
-        "PAGO_MATCHER_FETCH_WAIT_MS": "50",
-        "PAGO_WATCHER_HTTP_PORT": "0",
-        "PAGO_WATCHER_POLL_INTERVAL": "0.2",
-    }
-    env.pop("PAGO_AML_PROVIDER_URL", None)
+    env = screening(evm_env, aml_dir())  # the real OFAC snapshot, level 1 on
     sanctioned = ofac_evm_address()
-    merchant = f"mch_dust_{run_id}"
-    _admin(env, "--json", "merchant", "create", "--id", merchant, "--name", "Dust Shop")
-    key = str(json.loads(_admin(env, "--json", "key", "create", merchant, "--mode", "test"))["key"])
-    _admin(
-        env, "xpub", "register", merchant, "--family", "evm", "--mode", "test", evm_account_xpub()
-    )
-    watcher_env = {k: v for k, v in env.items() if k != "DATABASE_URL"}
-    services = [
-        Service("api", [_bin("pago-api"), "--host", "127.0.0.1", "--port", str(port)], env),
-        Service("matcher", [_bin("pago-matcher")], env),
-        Service(
-            "watcher",
-            [_bin("pago-watcher"), "--network", "ETHEREUM", "--mode", "test"],
-            watcher_env,
-        ),
-    ]
+    key = seed_evm_merchant(env, f"mch_dust_{run_id}", "Dust Shop")
+    pipeline = start_pipeline(env, port=api_port, network="ETHEREUM", anvil=anvil)
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=10,
-        ) as api:
-
-            async def healthy() -> int:
-                try:
-                    return (await api.get("/healthz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await _until(healthy, lambda code: code == 200, 60, services, kafka, anvil)
-            created = await api.post(
-                "/v1/checkout/sessions",
-                json={
-                    "pricing_amount": "10",
-                    "pricing_currency": "USDT",
-                    "currency": "USDT",
-                    "network": "ETHEREUM",
-                    "client_reference_id": f"order-{run_id}",
-                },
-            )
-            assert created.status_code == 201, created.text
-            session = created.json()
+        async with api_client(f"http://127.0.0.1:{api_port}", pipeline, key) as api:
+            session = await create_session(api, "ETHEREUM", f"order-{run_id}")
             pay_to = session["pay_address"]
-
-            async def get() -> dict[str, Any]:
-                response = await api.get(f"/v1/checkout/sessions/{session['id']}")
-                assert response.status_code == 200, response.text
-                data: dict[str, Any] = response.json()
-                return data
 
             async def ignored() -> list[dict[str, Any]]:
                 async with db.connect() as conn:
@@ -162,37 +86,35 @@ async def test_zero_value_from_an_ofac_address_and_dust_never_move_the_session(
                     )
                     return [dict(r) for r in result.mappings()]
 
-            async def watcher_leads() -> bool:
-                return services[2].find("leading: this replica scans now") is not None
-
-            await _until(watcher_leads, bool, 60, services, kafka, anvil)
+            await pipeline.watcher_leads()
 
             # A third party (payer 3) names a sanctioned sender; payer 1 sends 1 base unit.
             griefing = await asyncio.to_thread(transfer_from, anvil, 3, sanctioned, pay_to, 0)
             dust = await asyncio.to_thread(anvil.transfer, "USDT", 1, pay_to, 1)
             await asyncio.to_thread(anvil.mine, 3)
-            rows = await _until(ignored, lambda r: len(r) == 2, 60, services, kafka, anvil)
+            rows = await pipeline.until(ignored, lambda r: len(r) == 2, 60)
             assert {(r["tx_hash"], int(r["amount_raw"])) for r in rows} == {
                 (griefing.lower(), 0),
                 (dust.lower(), 1),
             }
             assert {r["reason"] for r in rows} == {"below_min_credit"}
-            untouched = await get()
+            untouched = await get_session(api, session["id"])
             assert (untouched["status"], untouched["amount_received"]) == ("Pending", "0")
             assert untouched["expires_at"] == session["expires_at"]
             assert untouched["transactions"] == []
 
             payment = await asyncio.to_thread(anvil.transfer, "USDT", 2, pay_to, 10 * USDT)
             await asyncio.to_thread(anvil.mine, 3)
-            paid = await _until(get, lambda s: s["status"] != "Pending", 60, services, kafka, anvil)
+            paid = await wait_for_session(
+                pipeline, api, session["id"], lambda s: s["status"] != "Pending"
+            )
     finally:
-        for service in services:
-            service.stop()
+        pipeline.stop()
 
     assert paid["status"] == "Paid"
     assert [t["tx_hash"] for t in paid["transactions"]] == [payment]
     records = await read_topic(
-        kafka,
+        env["KAFKA_BOOTSTRAP_SERVERS"],
         CHECKOUT_SESSIONS,
         key_prefix=session["id"],
         until=lambda recs: any(b'"status":"Paid"' in (r.value or b"") for r in recs),

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
 from tests.component.watcher.support import chains_file
 
 
@@ -23,15 +22,6 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
     so what earlier tests left on the chain is history it never reads."""
     with Anvil.start(tmp_path_factory.mktemp("watcher-anvil")) as node:
         yield node
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    server = KafkaServer.start(env={})  # always a fresh mock, even when CI names a real Kafka
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from pago.devstack.anvil import Anvil
-from pago.devstack.kafka_mock import KafkaServer
 from tests.component.watcher.support import chains_file
 
 
@@ -16,17 +15,6 @@ from tests.component.watcher.support import chains_file
 def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
     with Anvil.start(tmp_path_factory.mktemp("watcher-process-anvil")) as node:
         yield node
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    """A broker of this test's own: cursors are per network and mode (see the component
-    tests' conftest)."""
-    server = KafkaServer.start(env={})
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.surfpool import Surfpool
 from tests.integration.watcher_solana.support import chains_file
 
@@ -22,15 +21,6 @@ from tests.integration.watcher_solana.support import chains_file
 def surfpool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Surfpool]:
     with Surfpool.start(tmp_path_factory.mktemp("watcher-surfpool")) as node:
         yield node
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    server = KafkaServer.start(env={})  # always a fresh mock, even when CI names a real Kafka
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

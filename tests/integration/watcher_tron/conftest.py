@@ -4,23 +4,13 @@ cursor into the next), and the session's real Redis."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from pago.devstack.kafka_mock import KafkaServer
 from tests.integration.watcher_tron.support import chains_file, new_chain
 from tests.support.tron_node import TronChain, TronNode
-
-
-@pytest.fixture
-def broker() -> Iterator[KafkaServer]:
-    server = KafkaServer.start(env={})  # always a fresh mock, even when CI names a real Kafka
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
