@@ -218,6 +218,7 @@ checkout_sessions = Table(
         "mode",
         "client_reference_id",
         "created_at",
+        "id",
         postgresql_where=text("client_reference_id IS NOT NULL"),
     ),
 )

@@ -70,11 +70,13 @@ def upgrade() -> None:
         ),
     )
     # The guard looks up the newest session of (merchant, mode, reference) under an advisory
-    # lock; this index makes that a short range scan.
+    # lock; this index serves it whole (equality, then the ORDER BY created_at DESC, id DESC of
+    # LIMIT 1 as a backward scan), so the planner never prefers walking the merchant's list
+    # index through every session of a new reference.
     op.create_index(
         "ix_sessions_order_guard",
         "checkout_sessions",
-        ["merchant_id", "mode", "client_reference_id", "created_at"],
+        ["merchant_id", "mode", "client_reference_id", "created_at", "id"],
         unique=False,
         postgresql_where=sa.text("client_reference_id IS NOT NULL"),
     )
