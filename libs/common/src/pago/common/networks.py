@@ -7,6 +7,7 @@ registry lacks (USDC on TRON) simply has no entry.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +35,13 @@ EVM_NETWORKS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def min_credit_units(min_credit: Decimal, decimals: int) -> int:
     """``min_credit`` whole tokens in base units, rounded up, and never below 1 base unit (so a
-    zero-value transfer is always below the minimum, whatever the configuration)."""
+    zero-value transfer is always below the minimum, whatever the configuration).
+
+    Cached: the matcher asks for every transfer, and the Decimal arithmetic (prec 78) was a
+    measurable share of a batch; the answer depends on the two arguments alone."""
     return max(1, ceil_units(min_credit, decimals))
 
 
