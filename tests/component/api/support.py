@@ -6,9 +6,10 @@ real Postgres, Redis and Kafka-protocol broker; nothing of ours is replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from pago.api.admin import service as admin
 from pago.api.app import create_app
 from pago.api.pricing.provider import RateProvider
 from pago.api.settings import ApiSettings
+from pago.api.state import ApiState
 from pago.common.db.schema import metadata
 from pago.common.enums import ChainFamily, Mode
 
@@ -89,6 +91,18 @@ async def running_app(
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
             yield app, client
+
+
+@contextmanager
+def services_replaced(app: FastAPI, **services: Any) -> Iterator[None]:
+    """Run the started app with some of its services built otherwise (``webhook_endpoints=…``):
+    the same lifespan, engine and clients, the ``ApiState`` it had restored after."""
+    before: ApiState = app.state.pago
+    app.state.pago = dataclasses.replace(before, **services)
+    try:
+        yield
+    finally:
+        app.state.pago = before
 
 
 async def empty_database(engine: AsyncEngine) -> None:

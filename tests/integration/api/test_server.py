@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.main import main
 from pago.api.settings import ApiSettings
-from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
 from tests.component.api.support import crypto_body, seed_merchant
 from tests.integration.api.support import spawn_api, wait_healthy
@@ -100,6 +99,47 @@ def test_production_refuses_the_static_rate_table_with_one_line(
     ]
     monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
     assert ApiSettings().rate_provider == "http"  # the same environment with a live source
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "PAGO_WEBHOOK_MAX_ENDPOINTS",
+            "0",
+            "pago-api: invalid setting PAGO_WEBHOOK_MAX_ENDPOINTS: Input should be greater than or "
+            "equal to 1",
+        ),
+        (
+            "PAGO_WEBHOOK_ALLOWED_NETWORKS",
+            "10.0.0.0/8, not-a-network",
+            "pago-api: invalid setting PAGO_WEBHOOK_ALLOWED_NETWORKS: Input is not a valid IPv4 "
+            "network; invalid setting PAGO_WEBHOOK_ALLOWED_NETWORKS: Input is not a valid IPv6 "
+            "network",
+        ),
+    ],
+)
+def test_a_bad_webhook_setting_stops_the_process_at_start_with_one_line(
+    name: str, value: str, line: str
+) -> None:
+    """The webhook URL policy is read with the api's settings, before anything is served: a
+    bad value is this line and exit 2, not a 500 at the first webhook request."""
+    env = {
+        "DATABASE_URL": "postgresql://u@127.0.0.1/db",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "PAGO_API_PORT": str(free_tcp_port()),
+        name: value,
+    }
+    proc = spawn_api(env)
+    try:
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2
+    assert output.decode().splitlines() == [line]
 
 
 class _Server:
@@ -191,12 +231,8 @@ def test_loopback_webhooks_cannot_be_enabled_in_production(
     _production_env(monkeypatch)
     monkeypatch.setenv("PAGO_RATE_PROVIDER", "http")
     monkeypatch.setenv("PAGO_WEBHOOK_ALLOW_LOOPBACK", "true")
-    webhook_settings.cache_clear()
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            main([])
-    finally:
-        webhook_settings.cache_clear()
+    with pytest.raises(SystemExit) as stopped:
+        main([])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "pago-api: PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production"

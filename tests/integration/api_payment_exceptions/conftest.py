@@ -19,7 +19,13 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.matcher import jobs
-from tests.component.api.support import Merchant, api_settings, running_app, seed_merchant
+from tests.component.api.support import (
+    Merchant,
+    api_settings,
+    running_app,
+    seed_merchant,
+    services_replaced,
+)
 from tests.integration.matcher.support import BASE_URL
 
 
@@ -43,9 +49,10 @@ class Api:
 
 @pytest.fixture
 async def api(settings: ApiSettings) -> AsyncIterator[Api]:
+    service = PaymentExceptionService(resolve_wait=3.0, poll_interval=0.02)
     async with running_app(settings) as (app, client):
-        app.state.payment_exceptions = PaymentExceptionService(resolve_wait=3.0, poll_interval=0.02)
-        yield Api(app, client)
+        with services_replaced(app, payment_exceptions=service):
+            yield Api(app, client)
 
 
 Worker = Callable[[], AbstractAsyncContextManager[None]]

@@ -17,7 +17,7 @@ from pago.common.enums import Mode, Network, SessionStatus, Token, TransferStage
 from pago.common.events import SessionResolved
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.component.api.support import Merchant, assert_error, seed_merchant
+from tests.component.api.support import Merchant, assert_error, seed_merchant, services_replaced
 from tests.integration.api_payment_exceptions.conftest import Api, Worker
 from tests.integration.matcher.support import (
     BASE_URL,
@@ -223,16 +223,18 @@ class TestResolve:
     async def test_without_the_matcher_the_request_is_accepted_for_later(
         self, db: AsyncEngine, api: Api, merchant: Merchant
     ) -> None:
-        api.app.state.payment_exceptions = PaymentExceptionService(resolve_wait=0.1)
         case = await only_case(api, merchant, await late_payment(db, merchant))
         path = f"/v1/payment_exceptions/{case['id']}/resolve"
 
-        pending = await api.client.post(
-            path, json={"action": "refund_requested"}, headers=merchant.headers()
-        )
-        conflicting = await api.client.post(
-            path, json={"action": "accept"}, headers=merchant.headers()
-        )
+        with services_replaced(
+            api.app, payment_exceptions=PaymentExceptionService(resolve_wait=0.1)
+        ):
+            pending = await api.client.post(
+                path, json={"action": "refund_requested"}, headers=merchant.headers()
+            )
+            conflicting = await api.client.post(
+                path, json={"action": "accept"}, headers=merchant.headers()
+            )
 
         assert pending.status_code == 202, pending.text
         assert (pending.json()["status"], pending.json()["requested_action"]) == (

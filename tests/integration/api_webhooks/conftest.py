@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.settings import ApiSettings
-from pago.api.webhook_endpoints.endpoints import webhook_service
 from pago.api.webhook_endpoints.service import WebhookEndpointService
 from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.devstack.kafka_mock import KafkaServer
@@ -23,7 +22,13 @@ from pago.notifier.guard import EgressPolicy, GuardedBackend, GuardedTransport
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
 from pago.notifier.worker import DeliveryWorker
-from tests.component.api.support import Merchant, api_settings, running_app, seed_merchant
+from tests.component.api.support import (
+    Merchant,
+    api_settings,
+    running_app,
+    seed_merchant,
+    services_replaced,
+)
 from tests.integration.notifier.receiver import Receiver
 
 
@@ -42,11 +47,8 @@ async def api(settings: ApiSettings) -> AsyncIterator[tuple[FastAPI, httpx.Async
 def webhook_settings(app: FastAPI, **values: object) -> Iterator[None]:
     """Run the webhook endpoints API with these settings (the environment is not read)."""
     service = WebhookEndpointService(WebhookSettings.model_validate(values))
-    app.dependency_overrides[webhook_service] = lambda: service
-    try:
+    with services_replaced(app, webhook_endpoints=service):
         yield
-    finally:
-        app.dependency_overrides.pop(webhook_service, None)
 
 
 @pytest.fixture

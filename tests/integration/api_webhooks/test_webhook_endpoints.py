@@ -145,8 +145,8 @@ class TestCreate:
             ({"env": "development"}, True),  # make dev: the developer's app on localhost
             ({"env": "test"}, False),
             ({"env": "production"}, False),
-            ({"env": "development", "PAGO_WEBHOOK_ALLOW_LOOPBACK": False}, False),
-            ({"env": "test", "PAGO_WEBHOOK_ALLOW_LOOPBACK": True}, True),
+            ({"env": "development", "webhook_allow_loopback": False}, False),
+            ({"env": "test", "webhook_allow_loopback": True}, True),
         ],
     )
     @pytest.mark.parametrize("url", ["http://127.0.0.1:9000/hook", "http://localhost:3000/hook"])
@@ -170,13 +170,11 @@ class TestCreate:
 
     def test_the_override_cannot_allow_loopback_in_production(self) -> None:
         with pytest.raises(ValidationError, match="must not be true in production"):
-            WebhookSettings.model_validate(
-                {"env": "production", "PAGO_WEBHOOK_ALLOW_LOOPBACK": True}
-            )
+            WebhookSettings.model_validate({"env": "production", "webhook_allow_loopback": True})
         explicit_no = WebhookSettings.model_validate(
-            {"env": "production", "PAGO_WEBHOOK_ALLOW_LOOPBACK": False}
+            {"env": "production", "webhook_allow_loopback": False}
         )
-        assert explicit_no.loopback_allowed is False
+        assert explicit_no.webhook_loopback_allowed is False
 
     async def test_a_live_endpoint_needs_https(
         self, client: httpx.AsyncClient, merchant: Merchant
@@ -188,7 +186,7 @@ class TestCreate:
         self, app: FastAPI, api: Any, merchant: Merchant
     ) -> None:
         _, client = api
-        with webhook_settings(app, max_endpoints=2):
+        with webhook_settings(app, webhook_max_endpoints=2):
             for i in range(2):
                 await create(client, merchant, f"https://shop.example/{i}")
             await create(client, merchant, "https://shop.example/live", mode=Mode.LIVE)

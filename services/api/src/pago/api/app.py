@@ -1,5 +1,8 @@
 """Composition root: ``create_app(settings)`` wires every adapter; the lifespan owns them.
 
+The lifespan builds each feature's service once into ``ApiState`` (``app.state.pago``); the
+endpoints reach them only through ``pago.api.dependencies.State``.
+
 Tests call the same function with other settings (or another ``RateProvider``) instead of
 patching anything.
 """
@@ -21,6 +24,7 @@ from pago.api.addresses import codec
 from pago.api.addresses.pool import PoolMonitor, refiller_for
 from pago.api.auth.service import Authenticator
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
+from pago.api.checkout_page.service import CheckoutPageService
 from pago.api.errors import install_error_handlers
 from pago.api.idempotency import DurableStore, IdempotencyMiddleware, IdempotencyStore
 from pago.api.middleware import (
@@ -30,6 +34,7 @@ from pago.api.middleware import (
 )
 from pago.api.openapi import build_openapi
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
+from pago.api.payment_exceptions.service import PaymentExceptionService
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
 from pago.api.pricing.provider import HttpRateProvider, RateProvider, StaticRateProvider
 from pago.api.pricing.service import PricingService
@@ -39,7 +44,9 @@ from pago.api.sessions.service import SessionService
 from pago.api.settings import ApiSettings, RateProviderKind
 from pago.api.state import ApiState
 from pago.api.test_helpers import endpoints as test_helper_endpoints
+from pago.api.test_helpers.service import TestHelperService
 from pago.api.webhook_endpoints import endpoints as webhook_endpoints
+from pago.api.webhook_endpoints.service import WebhookEndpointService
 from pago.common.db.engine import create_engine
 from pago.common.errors import ConfigError
 from pago.common.events import TransferObserved
@@ -123,6 +130,14 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 name="idempotency-purge",
             )
             stack.push_async_callback(_cancel, purger)
+            sessions = SessionService(
+                registry=registry,
+                pricing=pricing,
+                checkout_base_url=settings.checkout_base_url,
+                watch_grace=timedelta(minutes=settings.watch_grace_minutes),
+                address_cooldown=settings.address_cooldown,
+                pool_refiller=refiller,
+            )
             app.state.pago = ApiState(
                 settings=settings,
                 registry=registry,
@@ -140,14 +155,13 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                     lock_seconds=settings.idempotency_lock_seconds,
                 ),
                 idempotency_records=records,
-                sessions=SessionService(
-                    registry=registry,
-                    pricing=pricing,
-                    checkout_base_url=settings.checkout_base_url,
-                    watch_grace=timedelta(minutes=settings.watch_grace_minutes),
-                    address_cooldown=settings.address_cooldown,
-                    pool_refiller=refiller,
+                sessions=sessions,
+                webhook_endpoints=WebhookEndpointService(settings),
+                payment_exceptions=PaymentExceptionService(),
+                checkout_page=CheckoutPageService(
+                    registry, checkout_base_url=settings.checkout_base_url
                 ),
+                test_helpers=TestHelperService(sessions=sessions, registry=registry),
             )
             if settings.address_pool_check_seconds > 0:
                 monitor = PoolMonitor(

@@ -21,27 +21,20 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from pydantic import ValidationError
 
 from pago.api.app import MULTIPROCESS_ENV, create_app
 from pago.api.settings import ApiSettings
-from pago.api.webhook_endpoints.settings import WebhookSettings, webhook_settings
 from pago.common.health import HealthServer
 from pago.common.logging import configure_logging
-from pago.common.settings import describe_validation_error, exit_with, load_settings
+from pago.common.settings import load_settings
 
 SERVICE = "pago-api"
 
 
 def _settings() -> ApiSettings:
-    """The api's settings, and the webhook URL policy's checked now: a wrong setting stops the
-    process at start with one line, not at the first webhook request."""
-    settings = load_settings(ApiSettings, SERVICE)
-    try:
-        webhook_settings()
-    except ValidationError as exc:
-        exit_with(SERVICE, describe_validation_error(WebhookSettings, exc))
-    return settings
+    """The api's settings, every feature's included: a wrong one stops the process at start
+    with one line, not at the first request that needs it."""
+    return load_settings(ApiSettings, SERVICE)
 
 
 def build_app() -> FastAPI:

@@ -1,4 +1,9 @@
-"""Settings of the api service (environment, prefix ``PAGO_``; servers as in ``CommonSettings``)."""
+"""Settings of the api service (environment, prefix ``PAGO_``; servers as in ``CommonSettings``).
+
+Every feature's settings are a fragment of ``ApiSettings`` (the address pool's, the webhook URL
+policy's), read together at start: a bad value stops the process with one line naming it, never
+a 500 at the first request that needs it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from pago.api.addresses.settings import AddressPoolSettings
+from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.enums import Token
 from pago.common.settings import SecretSettings
 from pago.common.watchlist import DEFAULT_WATCH_GRACE
@@ -61,7 +67,7 @@ class RateProviderKind(StrEnum):
     HTTP = "http"
 
 
-class ApiSettings(SecretSettings, AddressPoolSettings):
+class ApiSettings(SecretSettings, AddressPoolSettings, WebhookSettings):
     """Everything the api reads; each field is ``PAGO_<FIELD>`` in the environment."""
 
     api_host: str = "127.0.0.1"

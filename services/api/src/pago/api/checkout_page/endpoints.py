@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Header, Path
 from starlette.responses import Response, StreamingResponse
 
 from pago.api.checkout_page import page, qr
 from pago.api.checkout_page.live import LiveStream
-from pago.api.checkout_page.service import CheckoutPageService, SessionNotFound
+from pago.api.checkout_page.service import SessionNotFound
 from pago.api.dependencies import State
 from pago.api.errors import ResourceMissing, error_responses
 
@@ -36,13 +36,6 @@ _PAGE_HEADERS = {
 }
 
 
-def checkout_service(state: State) -> CheckoutPageService:
-    return CheckoutPageService(state.registry, checkout_base_url=state.settings.checkout_base_url)
-
-
-Service = Annotated[CheckoutPageService, Depends(checkout_service)]
-
-
 def events_url(session_id: str) -> str:
     return f"/v1/checkout/sessions/{session_id}/events"
 
@@ -61,22 +54,22 @@ async def asset(name: str) -> Response:
 
 
 @router.get("/checkout/{id}", include_in_schema=False)
-async def checkout_page(id: SessionId, state: State, service: Service) -> Response:
+async def checkout_page(id: SessionId, state: State) -> Response:
     try:
-        session = await service.snapshot(state.engine, id)
+        session = await state.checkout_page.snapshot(state.engine, id)
     except SessionNotFound:
         return Response(page.not_found(), 404, _PAGE_HEADERS, media_type="text/html")
-    body = page.render(service.state(session), events_url=events_url(id))
+    body = page.render(state.checkout_page.state(session), events_url=events_url(id))
     return Response(body, headers=_PAGE_HEADERS, media_type="text/html")
 
 
 @router.get("/checkout/{id}/qr.svg", include_in_schema=False)
-async def checkout_qr(id: SessionId, state: State, service: Service) -> Response:
+async def checkout_qr(id: SessionId, state: State) -> Response:
     try:
-        session = await service.snapshot(state.engine, id)
+        session = await state.checkout_page.snapshot(state.engine, id)
     except SessionNotFound:
         raise ResourceMissing(f"No such checkout session: '{id}'.", param="id") from None
-    current = service.state(session)
+    current = state.checkout_page.state(session)
     return Response(
         qr.svg(current.payment_uri, title=f"Pay {current.amount_due} {current.currency}"),
         media_type="image/svg+xml",
@@ -102,7 +95,6 @@ async def checkout_qr(id: SessionId, state: State, service: Service) -> Response
 async def session_events(
     id: SessionId,
     state: State,
-    service: Service,
     last_event_id: Annotated[
         str | None,
         Header(alias="Last-Event-ID", max_length=64, description="Resume after this event."),
@@ -111,14 +103,14 @@ async def session_events(
     """Public, like the page: the session id is the capability. Works on any api replica (the
     stream comes from the Redis live feed the notifier writes)."""
     try:
-        await service.snapshot(state.engine, id)  # 404 now, not as a broken stream
+        await state.checkout_page.snapshot(state.engine, id)  # 404 now, not as a broken stream
     except SessionNotFound:
         raise ResourceMissing(f"No such checkout session: '{id}'.", param="id") from None
     stream = LiveStream(
         state.redis,
         id,
-        load=lambda: service.snapshot(state.engine, id),
-        to_state=service.state,
+        load=lambda: state.checkout_page.snapshot(state.engine, id),
+        to_state=state.checkout_page.state,
     )
     return StreamingResponse(
         stream.events(last_event_id),

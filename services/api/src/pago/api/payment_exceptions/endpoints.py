@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import BeforeValidator
 from starlette.responses import Response
 
 from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, State, Transaction
 from pago.api.errors import error_responses
+from pago.api.pagination import Page, PageSize
 from pago.api.payment_exceptions.schemas import (
     PaymentException,
     PaymentExceptionList,
     ResolveRequest,
 )
-from pago.api.payment_exceptions.service import ListQuery, PaymentExceptionService
+from pago.api.payment_exceptions.service import ListQuery
 from pago.api.responses import REPLAYED_DOC, json_response
 from pago.api.validation import SafeStr, UpperCase, UtcDatetime
 from pago.common.enums import ExceptionKind, ExceptionStatus, Network
@@ -31,17 +32,6 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def service_of(request: Request) -> PaymentExceptionService:
-    """The app's service (``app.state.payment_exceptions`` when set, else the defaults)."""
-    service = getattr(request.app.state, "payment_exceptions", None)
-    if isinstance(service, PaymentExceptionService):
-        return service
-    return _DEFAULT
-
-
-_DEFAULT = PaymentExceptionService()
-
-
 @router.get(
     "",
     response_model=PaymentExceptionList,
@@ -50,11 +40,11 @@ _DEFAULT = PaymentExceptionService()
     responses=error_responses(400, 401, 429, 500),
 )
 async def list_payment_exceptions(
-    request: Request,
     principal: CurrentPrincipal,
+    state: State,
     conn: Transaction,
-    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100, description="Exceptions per page.")] = 20,
+    page: Page = 1,
+    page_size: Annotated[PageSize, Query(description="Exceptions per page.")] = 20,
     status: Annotated[
         list[Annotated[ExceptionStatus, BeforeValidator(_lower)]] | None,
         Query(description="Repeat to match any of several statuses."),
@@ -88,7 +78,7 @@ async def list_payment_exceptions(
         created_after=created_after,
         created_before=created_before,
     )
-    return json_response(await service_of(request).list(conn, principal, query))
+    return json_response(await state.payment_exceptions.list(conn, principal, query))
 
 
 @router.get(
@@ -99,9 +89,9 @@ async def list_payment_exceptions(
     responses=error_responses(401, 404, 429, 500),
 )
 async def get_payment_exception(
-    id: ExceptionId, request: Request, principal: CurrentPrincipal, conn: Transaction
+    id: ExceptionId, principal: CurrentPrincipal, state: State, conn: Transaction
 ) -> Response:
-    return json_response(await service_of(request).get(conn, principal, id))
+    return json_response(await state.payment_exceptions.get(conn, principal, id))
 
 
 @router.post(
@@ -122,7 +112,6 @@ async def get_payment_exception(
 async def resolve_payment_exception(
     id: ExceptionId,
     body: ResolveRequest,
-    request: Request,
     principal: CurrentPrincipal,
     state: State,
     idempotency_key: IdempotencyKey = None,
@@ -132,5 +121,5 @@ async def resolve_payment_exception(
     other kind leaves the session as it is. `refund_requested` and `dismiss` close the case.
     An open case only (409 `exception_already_resolved`, `resolution_in_progress`, or
     `resolution_rejected` when the action does not fit the session)."""
-    outcome = await service_of(request).resolve(state.engine, principal, id, body)
+    outcome = await state.payment_exceptions.resolve(state.engine, principal, id, body)
     return json_response(outcome.exception, outcome.status_code)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, State, Transaction
 from pago.api.errors import error_responses
+from pago.api.pagination import Page, PageSize
 from pago.api.responses import EXISTING_DOC, EXISTING_HEADER, REPLAYED_DOC, json_response
 from pago.api.sessions.schemas import CreateSessionRequest, SessionList
 from pago.api.sessions.service import ListQuery
@@ -86,8 +87,8 @@ async def list_sessions(
     principal: CurrentPrincipal,
     state: State,
     conn: Transaction,
-    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100, description="Sessions per page.")] = 20,
+    page: Page = 1,
+    page_size: Annotated[PageSize, Query(description="Sessions per page.")] = 20,
     status: Annotated[
         list[StatusParam] | None,
         Query(description="Repeat to match any of several statuses."),

@@ -11,7 +11,6 @@ from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, State, Trans
 from pago.api.errors import error_responses
 from pago.api.responses import json_response
 from pago.api.test_helpers.schemas import SimulateTransferRequest
-from pago.api.test_helpers.service import simulated_transfer
 from pago.common.events import TransferObserved
 from pago.common.topics import transfer_key
 
@@ -39,9 +38,7 @@ async def simulate_transfer(
 ) -> Response:
     """Publish what a watcher would: a `TransferObserved` to `chain.transfers`, keyed
     `{network}:{address}`, so the matcher credits the session as if the chain had."""
-    event = await simulated_transfer(
-        conn, principal, id, body, sessions=state.sessions, registry=state.registry
-    )
+    event = await state.test_helpers.simulated_transfer(conn, principal, id, body)
     await state.transfers.publish(
         event.to_bytes(),
         key=transfer_key(event.network.value, event.to_address).encode(),

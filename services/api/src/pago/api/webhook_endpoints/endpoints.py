@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.responses import Response
 
-from pago.api.dependencies import CurrentPrincipal, IdempotencyKey, Transaction, redact_secret
+from pago.api.dependencies import (
+    CurrentPrincipal,
+    IdempotencyKey,
+    State,
+    Transaction,
+    redact_secret,
+)
 from pago.api.errors import error_responses
+from pago.api.pagination import Page, PageSize
 from pago.api.responses import REPLAYED_DOC, json_response
 from pago.api.validation import SafeStr
 from pago.api.webhook_endpoints.repository import DeliveryFilter
@@ -24,28 +30,16 @@ from pago.api.webhook_endpoints.schemas import (
     WebhookEndpoint,
     WebhookEndpointWithSecret,
 )
-from pago.api.webhook_endpoints.service import WebhookEndpointService
-from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.common.enums import DeliveryStatus
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["Webhook Endpoints"])
 
-
-@cache
-def webhook_service() -> WebhookEndpointService:
-    """The process's service, built on first use (tests override this dependency)."""
-    return WebhookEndpointService(webhook_settings())
-
-
-Service = Annotated[WebhookEndpointService, Depends(webhook_service)]
 EndpointId = Annotated[
     str, Path(description="The endpoint id (`we_…`).", examples=["we_3f9a1c2b7d4e5f60718293a4"])
 ]
 DeliveryId = Annotated[
     str, Path(description="The delivery id (`wd_…`).", examples=["wd_3f9a1c2b7d4e5f60718293a4"])
 ]
-Page = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")]
-PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
 
 
 @router.post(
@@ -67,12 +61,12 @@ PageSize = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
 async def create_endpoint(
     body: CreateEndpointRequest,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Webhooks of the key's mode go to `url`, signed with the returned `whsec_…` secret."""
-    return json_response(await service.create(conn, principal, body), 201)
+    return json_response(await state.webhook_endpoints.create(conn, principal, body), 201)
 
 
 @router.get(
@@ -84,12 +78,14 @@ async def create_endpoint(
 )
 async def list_endpoints(
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     page: Page = 1,
     page_size: PageSize = 20,
 ) -> Response:
-    return json_response(await service.list(conn, principal, page=page, page_size=page_size))
+    return json_response(
+        await state.webhook_endpoints.list(conn, principal, page=page, page_size=page_size)
+    )
 
 
 @router.get(
@@ -100,9 +96,9 @@ async def list_endpoints(
     responses=error_responses(401, 404, 429, 500),
 )
 async def get_endpoint(
-    id: EndpointId, principal: CurrentPrincipal, service: Service, conn: Transaction
+    id: EndpointId, principal: CurrentPrincipal, state: State, conn: Transaction
 ) -> Response:
-    return json_response(await service.get(conn, principal, id))
+    return json_response(await state.webhook_endpoints.get(conn, principal, id))
 
 
 @router.post(
@@ -116,12 +112,12 @@ async def update_endpoint(
     id: EndpointId,
     body: UpdateEndpointRequest,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Change the URL, the events or the description; disable or re-enable the endpoint."""
-    return json_response(await service.update(conn, principal, id, body))
+    return json_response(await state.webhook_endpoints.update(conn, principal, id, body))
 
 
 @router.delete(
@@ -132,10 +128,10 @@ async def update_endpoint(
     responses=error_responses(401, 404, 429, 500),
 )
 async def delete_endpoint(
-    id: EndpointId, principal: CurrentPrincipal, service: Service, conn: Transaction
+    id: EndpointId, principal: CurrentPrincipal, state: State, conn: Transaction
 ) -> Response:
     """No more webhooks go to it; its pending deliveries are closed as failed."""
-    return json_response(await service.delete(conn, principal, id))
+    return json_response(await state.webhook_endpoints.delete(conn, principal, id))
 
 
 @router.post(
@@ -156,13 +152,13 @@ async def delete_endpoint(
 async def rotate_secret(
     id: EndpointId,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """A new secret signs from now on; the old one keeps signing beside it for 24 h
     (`webhook-signature` carries both, `X-Signature-Previous` the old one's)."""
-    return json_response(await service.rotate_secret(conn, principal, id))
+    return json_response(await state.webhook_endpoints.rotate_secret(conn, principal, id))
 
 
 @router.post(
@@ -179,12 +175,12 @@ async def rotate_secret(
 async def ping_endpoint(
     id: EndpointId,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Queue a signed `webhook.ping` event; its outcome appears in the delivery log."""
-    return json_response(await service.ping(conn, principal, id), 202)
+    return json_response(await state.webhook_endpoints.ping(conn, principal, id), 202)
 
 
 @router.get(
@@ -197,7 +193,7 @@ async def ping_endpoint(
 async def list_deliveries(
     id: EndpointId,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     page: Page = 1,
     page_size: PageSize = 20,
@@ -213,7 +209,9 @@ async def list_deliveries(
     """The delivery log, newest first: status, attempts, the last answer and the next try."""
     where = DeliveryFilter(tuple(status or ()), tuple(event_type or ()), event_id)
     return json_response(
-        await service.deliveries(conn, principal, id, where, page=page, page_size=page_size)
+        await state.webhook_endpoints.deliveries(
+            conn, principal, id, where, page=page, page_size=page_size
+        )
     )
 
 
@@ -228,10 +226,10 @@ async def get_delivery(
     id: EndpointId,
     delivery_id: DeliveryId,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
 ) -> Response:
-    return json_response(await service.delivery(conn, principal, id, delivery_id))
+    return json_response(await state.webhook_endpoints.delivery(conn, principal, id, delivery_id))
 
 
 @router.post(
@@ -249,10 +247,12 @@ async def redeliver(
     id: EndpointId,
     delivery_id: DeliveryId,
     principal: CurrentPrincipal,
-    service: Service,
+    state: State,
     conn: Transaction,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Whatever its status, the same event (same `id`, same body) is sent again now, with
     the retry schedule starting over."""
-    return json_response(await service.redeliver(conn, principal, id, delivery_id), 202)
+    return json_response(
+        await state.webhook_endpoints.redeliver(conn, principal, id, delivery_id), 202
+    )

@@ -116,8 +116,8 @@ class WebhookEndpointService:
         problem = url_problem(
             url,
             live=principal.livemode,
-            allow_loopback=self._settings.loopback_allowed,
-            allowed_networks=self._settings.allowed_networks,
+            allow_loopback=self._settings.webhook_loopback_allowed,
+            allowed_networks=self._settings.webhook_allowed_networks,
         )
         if problem is not None:
             raise InvalidRequest(f"Invalid url: {problem}.", param="url")
@@ -138,7 +138,7 @@ class WebhookEndpointService:
         self._check_url(body.url, principal)
         merchant = principal.merchant.id
         if await repository.count_endpoints(conn, merchant, principal.mode) >= (
-            limit := self._settings.max_endpoints
+            limit := self._settings.webhook_max_endpoints
         ):
             raise InvalidRequest(
                 f"A merchant may have at most {limit} webhook endpoints per mode.",

@@ -1,14 +1,14 @@
-"""Settings of the webhook endpoints API (environment, prefix ``PAGO_``).
+"""The webhook URL policy's settings, a fragment of ``ApiSettings`` (prefix ``PAGO_``).
 
-``PAGO_WEBHOOK_ALLOW_LOOPBACK`` and ``PAGO_WEBHOOK_ALLOWED_NETWORKS`` are the notifier's
-variables of the same names: set them alike on both, so the api accepts exactly the URLs the
-notifier will call.
+Read with the rest of the api's settings at start, so a bad value stops the process with one
+line naming it. ``PAGO_WEBHOOK_ALLOW_LOOPBACK`` and ``PAGO_WEBHOOK_ALLOWED_NETWORKS`` are the
+notifier's variables of the same names: set them alike on both, so the api accepts exactly the
+URLs the notifier will call.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from functools import cache
 from typing import Annotated, Self
 
 from pydantic import Field, model_validator
@@ -20,46 +20,37 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class WebhookSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PAGO_", extra="ignore", frozen=True, populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PAGO_", extra="ignore", frozen=True)
 
     env: Environment = Environment.DEVELOPMENT
-    allow_loopback: bool | None = Field(default=None, alias="PAGO_WEBHOOK_ALLOW_LOOPBACK")
+    webhook_allow_loopback: bool | None = None
     """Accept URLs on 127.0.0.0/8, ::1 and ``localhost``. Unset: yes in development (a merchant
     app on the developer's machine), no elsewhere; ``true`` is refused in production."""
-    allowed_networks: Annotated[list[IpNetwork], NoDecode] = Field(
-        default_factory=list, alias="PAGO_WEBHOOK_ALLOWED_NETWORKS"
-    )
+    webhook_allowed_networks: Annotated[list[IpNetwork], NoDecode] = Field(default_factory=list)
     """Private ranges deliberately allowed (comma-separated CIDRs)."""
-    max_endpoints: int = Field(default=16, ge=1, le=1000, alias="PAGO_WEBHOOK_MAX_ENDPOINTS")
+    webhook_max_endpoints: int = Field(default=16, ge=1, le=1000)
     """Endpoints one merchant may have in one mode."""
 
     @model_validator(mode="before")
     @classmethod
     def _split_networks(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("allowed_networks", "PAGO_WEBHOOK_ALLOWED_NETWORKS"):
-                value = data.get(key)
-                if isinstance(value, str):
-                    data[key] = [part.strip() for part in value.split(",") if part.strip()]
+            value = data.get("webhook_allowed_networks")
+            if isinstance(value, str):
+                data["webhook_allowed_networks"] = [
+                    part.strip() for part in value.split(",") if part.strip()
+                ]
         return data
 
     @model_validator(mode="after")
-    def _not_in_production(self) -> Self:
-        if self.allow_loopback and self.env is Environment.PRODUCTION:
+    def _no_loopback_webhooks_in_production(self) -> Self:
+        if self.webhook_allow_loopback and self.env is Environment.PRODUCTION:
             raise ValueError("PAGO_WEBHOOK_ALLOW_LOOPBACK must not be true in production")
         return self
 
     @property
-    def loopback_allowed(self) -> bool:
+    def webhook_loopback_allowed(self) -> bool:
         """The explicit setting, else whether this is development."""
-        if self.allow_loopback is not None:
-            return self.allow_loopback
+        if self.webhook_allow_loopback is not None:
+            return self.webhook_allow_loopback
         return self.env is Environment.DEVELOPMENT
-
-
-@cache
-def webhook_settings() -> WebhookSettings:
-    """Read once per process, on first use (tests override the dependency instead)."""
-    return WebhookSettings()
