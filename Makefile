@@ -28,7 +28,7 @@ $(STAMP): $(PY) requirements.lock $(addsuffix /pyproject.toml,$(MEMBERS))
 	@touch $@
 
 $(NPM_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 CHROMIUM := /usr/bin/chromium
@@ -41,13 +41,14 @@ browser: $(CHROMIUM) ## Install Debian's chromium for the browser tests (Playwri
 
 install: $(STAMP) $(NPM_STAMP) ## Make .venv with every member (editable), dev tools and npm dev tools
 
-SERVICES := api watcher matcher notifier
+# One lock per image; a watcher image carries one chain family's libraries (its extra).
+IMAGES   := api watcher-evm watcher-tron watcher-solana matcher notifier
 NO_EMIT  := $(foreach m,$(MEMBERS),--no-emit-package pago-$(notdir $(m)))
 
-lock: $(PY) ## Regenerate the hash-pinned locks: requirements.lock and one per service image
+lock: $(PY) ## Regenerate the hash-pinned locks: requirements.lock and one per image
 	$(UV) pip compile --quiet requirements.in --generate-hashes --python-version 3.11 \
 	  $(NO_EMIT) -o requirements.lock
-	for s in $(SERVICES); do \
+	for s in $(IMAGES); do \
 	  $(UV) pip compile --quiet deploy/requirements/$$s.in --generate-hashes --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 $(NO_EMIT) -o deploy/requirements/$$s.lock; \
 	done
@@ -58,10 +59,11 @@ dev: install ## Run the whole system on the embedded devstack (Ctrl-C stops it)
 test: install browser ## Run the whole test suite against real Postgres, Redis, Kafka-protocol broker, anvil, Surfpool
 	$(VENV)/bin/pytest
 
-lint: install ## ruff check, ruff format --check, import-linter contracts
+lint: install ## ruff check, ruff format --check, import-linter contracts, deptry per member
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	for m in $(MEMBERS); do $(VENV)/bin/deptry --no-ansi --config $$m/pyproject.toml $$m/src; done
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

