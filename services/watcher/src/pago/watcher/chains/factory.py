@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from pago.common.enums import ChainFamily
 from pago.common.errors import ConfigError
-from pago.watcher.chains.base import ChainSource
 from pago.watcher.core.rpc import Backoff
+from pago.watcher.core.source import ChainSource
 from pago.watcher.settings import WatcherSettings
 
 

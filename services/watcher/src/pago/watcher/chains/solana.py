@@ -68,7 +68,6 @@ from spl.token.instructions import get_associated_token_address
 
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
-from pago.watcher.chains.base import WatchView
 from pago.watcher.chains.solana_rpc import (
     BUDGET_WAIT,
     Call,
@@ -79,6 +78,7 @@ from pago.watcher.chains.solana_rpc import (
 )
 from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer, block_time
 from pago.watcher.core.rpc import EndpointPool, RpcError
+from pago.watcher.core.source import WatchView
 from pago.watcher.core.watch_set import WatchSet
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,6 @@ from typing import TypeVar
 
 from pago.common.enums import TransferStage
 from pago.watcher import metrics
-from pago.watcher.chains.base import ChainSource, WatchView
 from pago.watcher.core.cursor import Cursor, CursorStore, LoadedCursors
 from pago.watcher.core.leadership import Lease
 from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
@@ -57,6 +56,7 @@ from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.ranges import RangeSizer
 from pago.watcher.core.reorg import BlockRing, ForkDetected, Ledger
 from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge, WrongChain
+from pago.watcher.core.source import ChainSource, WatchView
 from pago.watcher.core.stages import StagePolicy
 from pago.watcher.core.timeline import block_at
 from pago.watcher.core.watchlist import Late, WatchlistFollower
