@@ -1,7 +1,7 @@
 """Build the ``ChainSource`` of a network's chain family from settings and the registry.
 
-Add a family here when its source exists (``chains/tron.py``, ``chains/solana.py``): one
-builder taking the same arguments; the core does not change.
+Add a family here when its source exists (``chains/tron.py``, the ``chains/solana/`` package):
+one builder taking the same arguments; the core does not change.
 """
 
 from __future__ import annotations
