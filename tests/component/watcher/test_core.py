@@ -1,5 +1,6 @@
 """The pure parts of the core, in microseconds: watch set, reorg ring, range sizer, endpoint
-selection, stages and settings. (Everything with I/O is tested against real servers beside.)"""
+selection, stages, retry logging and settings. (Everything with I/O is tested against real
+servers beside.)"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pago.watcher.core.ranges import RangeSizer
 from pago.watcher.core.reorg import BlockRing, ForkDetected
 from pago.watcher.core.rpc import Backoff, EndpointBehind, EndpointPool, RangeTooLarge
 from pago.watcher.core.stages import StagePolicy
+from pago.watcher.core.throttle import Failures
 from pago.watcher.core.watch_set import WatchSet
 from pago.watcher.settings import WatcherSettings
 
@@ -141,6 +143,22 @@ class TestRangeSizer:
         for _ in range(10):
             sizer.refused(sizer.size)
         assert sizer.size == 1
+
+
+class TestFailures:
+    def test_logs_the_first_failure_then_every_nth(self) -> None:
+        failures = Failures(every=10)
+        logged = [n for n in range(1, 31) if failures.failed()]
+        assert logged == [1, 10, 20, 30]
+        assert failures.count == 30
+
+    def test_a_success_starts_a_new_streak(self) -> None:
+        failures = Failures(every=30)
+        for _ in range(5):
+            failures.failed()
+        failures.reset()
+        assert failures.failed()
+        assert failures.count == 1
 
 
 @dataclass

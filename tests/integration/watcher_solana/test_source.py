@@ -12,8 +12,7 @@ import pytest
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
 from pago.devstack.surfpool import Surfpool
-from pago.watcher.chains.solana import SolanaSource
-from pago.watcher.chains.solana_rpc import CallBudget
+from pago.watcher.chains.solana import CallBudget, SolanaSource
 from tests.integration.watcher_solana.support import (
     TOKEN,
     owners,

@@ -9,9 +9,9 @@ import pytest
 
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
-from pago.watcher.chains.base import ChainSource
 from pago.watcher.chains.tron import TronSource
 from pago.watcher.core.rpc import RpcError
+from pago.watcher.core.source import ChainSource
 from tests.integration.watcher_tron.support import USDT_CONTRACT, USDT_KEY
 from tests.support.tron_node import Block, TronChain, TronNode, b58
 

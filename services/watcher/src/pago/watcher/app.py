@@ -27,13 +27,13 @@ from pago.common.health import HealthServer
 from pago.common.kafka import create_producer
 from pago.common.redis import create_redis
 from pago.watcher import metrics
-from pago.watcher.chains.base import ChainSource
 from pago.watcher.chains.factory import build_source
 from pago.watcher.core.cursor import CursorStore
 from pago.watcher.core.leadership import Lease, RedisLease, SoloLease
 from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.rpc import Backoff, WrongChain
 from pago.watcher.core.scanner import Scanner, ScanOptions
+from pago.watcher.core.source import ChainSource
 from pago.watcher.core.stages import StagePolicy
 from pago.watcher.core.watch_set import WatchSet
 from pago.watcher.core.watchlist import WatchlistFollower

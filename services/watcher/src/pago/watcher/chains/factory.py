@@ -1,7 +1,7 @@
 """Build the ``ChainSource`` of a network's chain family from settings and the registry.
 
-Add a family here when its source exists (``chains/tron.py``, ``chains/solana.py``): one
-builder taking the same arguments; the core does not change.
+Add a family here when its source exists (``chains/tron.py``, the ``chains/solana/`` package):
+one builder taking the same arguments; the core does not change.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from pago.common.enums import ChainFamily
 from pago.common.errors import ConfigError
-from pago.watcher.chains.base import ChainSource
 from pago.watcher.core.rpc import Backoff
+from pago.watcher.core.source import ChainSource
 from pago.watcher.settings import WatcherSettings
 
 

@@ -46,9 +46,9 @@ import base58
 
 from pago.common.enums import Mode, Network, Token
 from pago.common.networks import TokenSpec
-from pago.watcher.chains.base import WatchView
 from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer, block_time
 from pago.watcher.core.rpc import EndpointPool, RpcError
+from pago.watcher.core.source import WatchView
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak256("Transfer(address,address,uint256)"), as TRON logs spell topics (no ``0x``)."""

@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 from pago.watcher import metrics
+from pago.watcher.core.throttle import worth_logging
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ class EndpointPool(Generic[C]):
         ep.retry_at = self.clock() + self.backoff.delay(ep.failures)
         # One line per failure would flood the log while an endpoint is down: log the first
         # failure of a streak and then every 10th.
-        if ep.failures == 1 or ep.failures % 10 == 0:
+        if worth_logging(ep.failures, 10):
             log.warning(
                 "rpc call failed",
                 extra={

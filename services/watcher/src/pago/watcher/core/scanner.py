@@ -49,7 +49,6 @@ from typing import TypeVar
 
 from pago.common.enums import TransferStage
 from pago.watcher import metrics
-from pago.watcher.chains.base import ChainSource, WatchView
 from pago.watcher.core.cursor import Cursor, CursorStore, LoadedCursors
 from pago.watcher.core.leadership import Lease
 from pago.watcher.core.model import BlockRef, ChainHead, Scan, Transfer
@@ -57,7 +56,9 @@ from pago.watcher.core.publisher import TransferPublisher
 from pago.watcher.core.ranges import RangeSizer
 from pago.watcher.core.reorg import BlockRing, ForkDetected, Ledger
 from pago.watcher.core.rpc import Backoff, EndpointBehind, RangeTooLarge, WrongChain
+from pago.watcher.core.source import ChainSource, WatchView
 from pago.watcher.core.stages import StagePolicy
+from pago.watcher.core.throttle import Failures
 from pago.watcher.core.timeline import block_at
 from pago.watcher.core.watchlist import Late, WatchlistFollower
 
@@ -67,6 +68,12 @@ T = TypeVar("T")
 
 BLOCK_AT_CACHE = 10_000
 """Minutes whose block is remembered for back-fills (a week of minutes)."""
+HEAD_LOG_EVERY = 30
+"""The head and detect loops fail once per head poll (``poll_interval``, 1 s by default):
+their first failure and then every 30th are logged, a line each half minute of an outage."""
+RETRY_LOG_EVERY = 10
+"""A range or step retried with backoff (0.25 s doubling to 15 s by default) logs its first
+failure and then every 10th."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,18 +378,17 @@ class Scanner:
         self._m_confirm_lag.set(max(0, self.policy.confirmable(self.head) - self.cursor.number))
 
     async def _head_loop(self) -> None:
-        failures = 0
+        failures = Failures(every=HEAD_LOG_EVERY)
         while not self._stop.is_set():
             try:
                 head = await self._read_head()
             except WrongChain:
                 raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
-                failures += 1
-                if failures == 1 or failures % 30 == 0:
+                if failures.failed():
                     log.warning("head poll failed", extra={"error": str(exc)[:300]})
             else:
-                failures = 0
+                failures.reset()
                 self._set_head(head)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.options.poll_interval)
@@ -604,7 +610,7 @@ class Scanner:
     async def _fetch(self, start: int, end: int, watched: WatchView) -> Scan:
         """All watched transfers in ``[start, end]``: split when refused, retried when failed,
         never given up (only cancelled)."""
-        failures = 0
+        failures = Failures(every=RETRY_LOG_EVERY)
         while True:
             began = time.monotonic()
             try:
@@ -622,7 +628,7 @@ class Scanner:
                     return Scan(
                         start, end, left.parent_hash, right.end_hash, transfers, right.end_time
                     )
-                failures += 1
+                failures.failed()  # counted for the backoff; a refusal is logged every time
                 log.error("a one-block range was refused; retrying", extra={"block": start})
             except EndpointBehind:
                 # No endpoint has reported block ``end`` yet: wait for the heads to move.
@@ -631,9 +637,8 @@ class Scanner:
             except WrongChain:
                 raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
-                failures += 1
                 self._m_retries.inc()
-                if failures == 1 or failures % 10 == 0:
+                if failures.failed():
                     log.warning(
                         "range failed; retrying it (never skipped)",
                         extra={"start": start, "end": end, "error": str(exc)[:300]},
@@ -642,7 +647,7 @@ class Scanner:
                 self.sizer.succeeded(end - start + 1, time.monotonic() - began)
                 self._m_range.set(self.sizer.size)
                 return scan
-            await asyncio.sleep(self.options.backoff.delay(failures))
+            await asyncio.sleep(self.options.backoff.delay(failures.count))
 
     async def _write_cursor(self, *, force: bool = False) -> None:
         cursor = self.cursor
@@ -726,19 +731,18 @@ class Scanner:
     async def _detect_loop(self) -> None:
         wake = asyncio.Event()
         self._wakeups.append(wake)
-        failures = 0
+        failures = Failures(every=HEAD_LOG_EVERY)
         try:
             while not self._stop.is_set():
                 try:
                     await self._follow_head()
-                    failures = 0
+                    failures.reset()
                 except (ForkDetected, _Inconsistent):
                     continue  # handled: look again at once
                 except WrongChain:
                     raise  # every endpoint serves another chain: retrying cannot help
                 except Exception as exc:
-                    failures += 1
-                    if failures == 1 or failures % 30 == 0:
+                    if failures.failed():
                         log.warning("following the head failed", extra={"error": str(exc)[:300]})
                 await self._next_head(wake)
         finally:
@@ -988,16 +992,15 @@ class Scanner:
         return frozenset(self.source.address_key(t.to_address) for t in transfers)
 
     async def _retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        failures = 0
+        failures = Failures(every=RETRY_LOG_EVERY)
         while True:
             try:
                 return await op()
             except WrongChain:
                 raise  # every endpoint serves another chain: retrying cannot help
             except Exception as exc:
-                failures += 1
-                if failures == 1 or failures % 10 == 0:
+                if failures.failed():
                     log.warning(f"{what} failed; retrying", extra={"error": str(exc)[:300]})
                 if self._stop.is_set():
                     raise
-                await asyncio.sleep(self.options.backoff.delay(failures))
+                await asyncio.sleep(self.options.backoff.delay(failures.count))

@@ -1,8 +1,10 @@
 """The ``ChainSource`` protocol: everything the core needs from one chain, and nothing more.
 
 The core (scanner, stages, cursor, reorg ring, leadership, publishing, metrics) drives a source
-through these members; a new chain family (TRON, Solana) implements them in
-``chains/<family>.py`` and registers a builder in ``chains/registry.py``. Heights are block
+through these members; a new chain family (TRON, Solana) implements them under ``chains/``
+(``chains/<family>.py``, or a package ``chains/<family>/`` as Solana's) and registers a builder
+in ``chains/factory.py``. The protocol lives here, in the core, so that the core imports no
+chain module (an import-linter contract in the root ``pyproject.toml``). Heights are block
 numbers or slots; a source may skip numbers (Solana's skipped slots) as long as ``blocks``
 returns the blocks that exist, in ascending order, each naming its parent's hash.
 
@@ -28,18 +30,8 @@ from typing import Protocol, runtime_checkable
 
 from pago.common.enums import Mode, Network
 from pago.watcher.core.model import BlockRef, ChainHead, Scan
-from pago.watcher.core.rpc import RangeTooLarge, RpcError
 
-__all__ = [
-    "BlockRef",
-    "ChainHead",
-    "ChainSource",
-    "EndpointStatus",
-    "RangeTooLarge",
-    "RpcError",
-    "Scan",
-    "WatchView",
-]
+__all__ = ["ChainSource", "EndpointStatus", "WatchView"]
 
 WatchView = Collection[bytes]
 """Keys to report transfers to: ``key in view``, ``len(view)``, ``iter(view)``."""
