@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -50,12 +51,18 @@ class RecordingPort:
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     rewinds: list[dict[TopicPartition, int]] = field(default_factory=list)
     stored_at_commit: list[int] = field(default_factory=list)
+    rewind_fails: bool = False
+
+    async def fetch_more(self, max_records: int, timeout_ms: int) -> list[ConsumerRecord[Any, Any]]:
+        return []  # the notifier takes the poll's batch as it is
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.stored_at_commit.append(await count(self.engine))
         self.commits.append(dict(offsets))
 
     def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self.rewind_fails:
+            raise RuntimeError("the consumer cannot seek")
         self.rewinds.append(dict(offsets))
 
 
