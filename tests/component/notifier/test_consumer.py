@@ -206,6 +206,29 @@ class TestHandle:
         assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 5): 101}]
         assert port.stored_at_commit == [1]
 
+    async def test_a_batch_that_cannot_be_rewound_stops_the_consumer(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+
+        crashes = [1]
+
+        async def failing(conn: AsyncConnection, batch: Sequence[AnySessionEvent]) -> FanOut:
+            if crashes:
+                crashes.pop()
+                raise RuntimeError("the database went away before COMMIT")
+            return await fan_out(conn, batch)
+
+        port, woken, halted = RecordingPort(db, rewind_fails=True), list[int](), list[bool]()
+        consume = handler(db, port, woken, failing)
+        consume.on_halt = lambda: halted.append(True)
+        batch = records([updated(merchant, SessionStatus.PAID)], partition=1)
+        await consume.handle(batch, object())
+        assert halted == [True]
+        # The same consumer is handed the next poll: it must not read on.
+        await consume.handle(records([created(merchant)], partition=2), object())
+        assert port.commits == [], "committed past a batch it could not rewind"
+        assert (await count(db), woken) == (0, [])
+
     async def test_a_poison_event_is_isolated_and_dead_lettered_the_rest_fan_out(
         self, db: AsyncEngine
     ) -> None:
