@@ -34,11 +34,15 @@ commit-after-work for exactly the batch's partitions:
   of *every* assigned partition, not the batch's — and ``ACK`` acknowledges after an error too;
 - ``REJECT_ON_ERROR``: on Kafka a reject is an ack, so a failed batch is committed past;
 - ``NACK_ON_ERROR``: 0.7's ``nack`` does seek every partition of the batch back (0.5 sought
-  only the first record's), but it seeks partitions no longer assigned, and the
-  ``IllegalStateError`` that raises is logged and swallowed by the acknowledgement middleware:
-  the partitions after it stay past the failed batch and the next commit skips them — the
-  drift this module was written to end. It also knows nothing of records gathered beyond
-  FastStream's poll, and retries at once, with no backoff.
+  only the first record's), but it stops at the first seek that raises — a partition revoked
+  meanwhile, or any client error — and the acknowledgement middleware logs and swallows that
+  and reads on: the partitions after it stay past the failed batch, and the next commit skips
+  them (the drift the notifier's copy had). It never halts, knows nothing of records gathered
+  beyond FastStream's poll, and retries at once, with no backoff.
+
+(aiokafka replaces the whole assignment on a rebalance and starts every partition it keeps from
+its committed offset, so a revoked partition alone leaves nothing past a failed batch; skipping
+it at the seek is what keeps the rewind of the others, and of the next batch, going.)
 
 So FastStream runs the poll loop, the consumer group (``group_id``, ``auto_offset_reset=
 "earliest"``) and the AsyncAPI declaration; the offsets are ours.
