@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pago.api.settings import ApiSettings
+from pago.common import asyncapi
 from pago.common.events import SessionSnapshot
 from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
 
@@ -162,6 +163,24 @@ class TestOpenApi:
         assert response.status_code == 200
         assert "/openapi.json" in response.text
         assert "swagger" in response.text.lower()
+
+
+class TestAsyncApi:
+    async def test_the_event_contract_is_served_as_generated(
+        self, app_client: httpx.AsyncClient
+    ) -> None:
+        response = await app_client.get("/asyncapi.json")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == asyncapi.document()
+        assert "/asyncapi" not in (await app_client.get("/openapi.json")).json()["paths"]
+
+    async def test_the_page_renders_it(self, app_client: httpx.AsyncClient) -> None:
+        response = await app_client.get("/asyncapi")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert "AsyncApiStandalone" in response.text
+        assert "checkout.sessions" in response.text
 
 
 class TestOperations:

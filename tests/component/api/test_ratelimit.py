@@ -132,6 +132,20 @@ class TestPublicRateLimit:
             async with as_client(app, "198.51.100.9") as other_payer:
                 assert (await other_payer.get(f"/checkout/{session_id}")).status_code == 200
 
+    async def test_the_asyncapi_documents_are_limited_too(
+        self, settings: ApiSettings, db: AsyncEngine, redis: Redis
+    ) -> None:
+        async with (
+            running_app(public_limited(settings)) as (app, _),
+            as_client(app, "203.0.113.9") as visitor,
+        ):
+            for path in ("/asyncapi.json", "/asyncapi", "/asyncapi.json"):
+                assert (await visitor.get(path)).status_code == 200
+            assert_error(await visitor.get("/asyncapi.json"), 429, "rate_limited")
+            page = await visitor.get("/asyncapi")
+            assert page.status_code == 429
+            assert "Too many requests" in page.text
+
     async def test_documents_and_assets_are_limited_too(
         self, settings: ApiSettings, db: AsyncEngine, redis: Redis
     ) -> None:

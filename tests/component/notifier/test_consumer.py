@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -50,12 +51,18 @@ class RecordingPort:
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     rewinds: list[dict[TopicPartition, int]] = field(default_factory=list)
     stored_at_commit: list[int] = field(default_factory=list)
+    rewind_fails: bool = False
+
+    async def fetch_more(self, max_records: int, timeout_ms: int) -> list[ConsumerRecord[Any, Any]]:
+        return []  # the notifier takes the poll's batch as it is
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.stored_at_commit.append(await count(self.engine))
         self.commits.append(dict(offsets))
 
     def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self.rewind_fails:
+            raise RuntimeError("the consumer cannot seek")
         self.rewinds.append(dict(offsets))
 
 
@@ -198,6 +205,29 @@ class TestHandle:
         await consume.handle(batch, object())  # the same records, come round again
         assert port.commits == [{TopicPartition(CHECKOUT_SESSIONS, 5): 101}]
         assert port.stored_at_commit == [1]
+
+    async def test_a_batch_that_cannot_be_rewound_stops_the_consumer(self, db: AsyncEngine) -> None:
+        merchant = await seed_merchant(db)
+        await seed_endpoint(db, merchant, "https://shop.example/a")
+
+        crashes = [1]
+
+        async def failing(conn: AsyncConnection, batch: Sequence[AnySessionEvent]) -> FanOut:
+            if crashes:
+                crashes.pop()
+                raise RuntimeError("the database went away before COMMIT")
+            return await fan_out(conn, batch)
+
+        port, woken, halted = RecordingPort(db, rewind_fails=True), list[int](), list[bool]()
+        consume = handler(db, port, woken, failing)
+        consume.on_halt = lambda: halted.append(True)
+        batch = records([updated(merchant, SessionStatus.PAID)], partition=1)
+        await consume.handle(batch, object())
+        assert halted == [True]
+        # The same consumer is handed the next poll: it must not read on.
+        await consume.handle(records([created(merchant)], partition=2), object())
+        assert port.commits == [], "committed past a batch it could not rewind"
+        assert (await count(db), woken) == (0, [])
 
     async def test_a_poison_event_is_isolated_and_dead_lettered_the_rest_fan_out(
         self, db: AsyncEngine

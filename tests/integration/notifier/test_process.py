@@ -177,3 +177,17 @@ async def test_every_event_reaches_every_endpoint_once_across_a_restart(
     rows = [*await deliveries(db, a_id), *await deliveries(db, b_id)]
     assert {r["status"] for r in rows} == {DeliveryStatus.SUCCEEDED}
     assert all(r["attempts"] == 1 for r in rows)
+
+
+def test_an_unreachable_broker_at_start_stops_it_with_one_line(
+    server_env: dict[str, str],
+) -> None:
+    env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "PAGO_NOTIFIER_HTTP_PORT": "0"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pago.notifier"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("pago-notifier: stopped by KafkaConnectionError")
+    assert done.stderr.count("\n") == 1

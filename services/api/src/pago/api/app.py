@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from pago.api import health
+from pago.api import events_docs, health
 from pago.api.addresses import codec
 from pago.api.addresses.pool import PoolMonitor, refiller_for
 from pago.api.auth.service import Authenticator
@@ -47,14 +47,14 @@ from pago.api.test_helpers import endpoints as test_helper_endpoints
 from pago.api.test_helpers.service import TestHelperService
 from pago.api.webhook_endpoints import endpoints as webhook_endpoints
 from pago.api.webhook_endpoints.service import WebhookEndpointService
+from pago.common.asyncapi import declare_publisher
+from pago.common.channels import API_TRANSFERS
 from pago.common.db.engine import create_engine
 from pago.common.errors import ConfigError
-from pago.common.events import TransferObserved
 from pago.common.health import HealthServer
 from pago.common.kafka import create_broker, create_producer
 from pago.common.outbox import OutboxRelay
 from pago.common.redis import create_redis
-from pago.common.topics import CHAIN_TRANSFERS
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set (by ``pago-api --workers N``, N > 1) when the workers write their metrics to files and
@@ -77,12 +77,7 @@ IronixPay's Checkout Sessions API.
 def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = None) -> FastAPI:
     registry = settings.registry
     broker = create_broker(settings.kafka_bootstrap_servers, client_id="pago-api")
-    transfers = broker.publisher(
-        CHAIN_TRANSFERS,
-        title="chain.transfers",
-        description="Synthetic transfers from the test helpers, keyed `{network}:{address}`.",
-        schema=TransferObserved,
-    )
+    transfers = declare_publisher(broker, API_TRANSFERS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -197,6 +192,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
     app.include_router(payment_exceptions_endpoints.router)
     app.include_router(checkout_page_endpoints.router)
     app.include_router(health.router)
+    app.include_router(events_docs.router)
 
     def state() -> ApiState:
         current: ApiState = app.state.pago

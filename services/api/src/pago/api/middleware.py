@@ -179,7 +179,7 @@ class MetricsMiddleware:
 _AUTHENTICATED = re.compile(r"/v1/(?!checkout/sessions/[^/]+/events$)")
 """Routes under ``/v1/`` take an API key (their limits are per key, or per IP without one),
 except the hosted page's SSE stream, which is public like the page."""
-_HTML = re.compile(r"/checkout/(?!assets/)[^/]+|/docs")
+_HTML = re.compile(r"/checkout/(?!assets/)[^/]+|/docs|/asyncapi")
 
 
 class PublicRateLimitMiddleware:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
-from faststream.kafka.publisher.asyncapi import AsyncAPIDefaultPublisher
+from faststream.kafka.publisher.usecase import DefaultPublisher
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +35,7 @@ class ApiState:
     engine: AsyncEngine
     redis: Redis
     broker: KafkaBroker
-    transfers: AsyncAPIDefaultPublisher
+    transfers: DefaultPublisher
     """Publisher of ``chain.transfers`` (test helpers only; everything else uses the outbox)."""
     producer: AIOKafkaProducer
     """The outbox relay's producer (raw aiokafka, as ``OutboxRelay`` wants)."""

@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pago.common.consumer import ConsumerPort, port_for
 from pago.common.db.engine import create_engine
 from pago.common.deadletter import DeadLetterWriter
 from pago.common.events import SCHEMA_VERSION
@@ -29,13 +30,7 @@ from pago.matcher import jobs
 from pago.matcher.aml.provider import GoPlusProvider, VerdictCache
 from pago.matcher.aml.sanctions import SanctionsList
 from pago.matcher.aml.screener import Screener
-from pago.matcher.consumer import (
-    ConsumerPort,
-    TransferBatchHandler,
-    build_broker,
-    port_for,
-    utc_now,
-)
+from pago.matcher.consumer import TransferBatchHandler, build_broker, utc_now
 from pago.matcher.relay import RelayThread
 from pago.matcher.service import TransferMatcher
 from pago.matcher.settings import MatcherSettings

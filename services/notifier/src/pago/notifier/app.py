@@ -75,6 +75,7 @@ class NotifierApp:
         self._consuming = False
         self._worker_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        handler.on_halt = self.request_stop
 
     def ready(self) -> bool:
         worker_alive = self._worker_task is not None and not self._worker_task.done()
@@ -101,6 +102,7 @@ class NotifierApp:
         )
 
     async def stop(self) -> None:
+        """Stop consuming (the batch in flight finishes and commits), then everything else."""
         self.request_stop()
         await self.broker.stop()  # waits up to graceful_timeout for the batch in flight
         self._consuming = False
@@ -126,9 +128,9 @@ class NotifierApp:
         log.info("notifier stopped")
 
     async def run(self) -> None:
-        """Start, serve until ``request_stop``, stop."""
-        await self.start()
+        """Start, serve until ``request_stop``, stop (also after a start that failed half-way)."""
         try:
+            await self.start()
             await self._stopping.wait()
         finally:
             await self.stop()

@@ -1,12 +1,15 @@
 """``pago-notifier``: consume ``checkout.sessions`` and deliver signed webhooks until SIGTERM.
 
 Settings come from the environment (one clear line and exit 2 when one is missing or wrong);
-logs are JSON with secrets scrubbed. SIGTERM/SIGINT stop gracefully (see ``app``) and exit 0.
+logs are JSON with secrets scrubbed. SIGTERM/SIGINT stop gracefully (see ``app``) and exit 0;
+a failure at start (the broker or the database unreachable) or a consumer that had to halt is
+one line on stderr and exit 2, so the orchestrator restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from pago.common.logging import configure_logging
@@ -32,6 +35,11 @@ def main() -> None:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:  # a second Ctrl-C during the graceful stop
         exit_with(SERVICE, "interrupted")
+    except Exception as exc:
+        # Broker or database unreachable at start, most likely: say so in one line (the JSON
+        # log has the traceback) and exit non-zero so the orchestrator restarts us.
+        logging.getLogger(__name__).critical("notifier failed", exc_info=True)
+        exit_with(SERVICE, f"stopped by {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":
