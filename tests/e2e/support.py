@@ -27,7 +27,7 @@ from playwright.async_api import Browser, ViewportSize, async_playwright
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import read_all
+from tests.support.watcher import read_all
 
 TEST_MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"

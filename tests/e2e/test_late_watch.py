@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     Service,
     api_client,
@@ -27,6 +26,7 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_status,
 )
+from tests.support.watcher import USDT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

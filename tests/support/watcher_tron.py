@@ -25,9 +25,9 @@ from typing import Any
 from pago.common.enums import Network
 from pago.common.events import TransferObserved
 from pago.watcher.settings import WatcherSettings
-from tests.component.watcher.support import by_stage, read_transfers
-from tests.component.watcher.support import watch as watch_addresses
 from tests.support.tron_node import TronChain, Tx, b58, key_of
+from tests.support.watcher import by_stage, read_transfers
+from tests.support.watcher import watch as watch_addresses
 
 NETWORK = "TRON"
 MODE = "test"

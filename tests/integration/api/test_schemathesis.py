@@ -26,9 +26,9 @@ from pago.common.enums import Mode, SessionStatus
 from pago.devstack._support import free_tcp_port
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.component.api.support import Merchant, seed_merchant
 from tests.integration.api.support import spawn_api, wait_healthy
-from tests.integration.matcher.support import BASE_URL, SessionSpec, insert_session, transfer
+from tests.support.api import Merchant, seed_merchant
+from tests.support.matcher import BASE_URL, SessionSpec, insert_session, transfer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

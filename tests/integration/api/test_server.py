@@ -17,8 +17,8 @@ from pago.api.main import main
 from pago.api.settings import ApiSettings
 from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
-from tests.component.api.support import crypto_body, seed_merchant
 from tests.integration.api.support import spawn_api, wait_healthy
+from tests.support.api import crypto_body, seed_merchant
 
 
 def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:

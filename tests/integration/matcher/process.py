@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.matcher.support import BASE_URL, aml_dir
+from tests.support.matcher import BASE_URL, aml_dir
 
 FAST_GROUP = {
     # A SIGKILLed member holds its partitions until the group gives up on it (and the mock

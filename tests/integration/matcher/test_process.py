@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.matcher.conftest import eventually, publish
 from tests.integration.matcher.process import MatcherProcess
-from tests.integration.matcher.support import USDT, new_session, session_row, transfer
+from tests.support.matcher import USDT, new_session, session_row, transfer
 
 
 def test_a_missing_setting_stops_it_with_one_line() -> None:

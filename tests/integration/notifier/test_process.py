@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.enums import DeliveryStatus, SessionStatus
 from pago.common.events import SessionUpdated
 from pago.common.topics import CHECKOUT_SESSIONS
-from tests.integration.notifier.receiver import Receiver, Reply, verify
-from tests.integration.notifier.support import (
+from tests.support.kafka import caught_up
+from tests.support.notifier import (
     ALL_EVENTS,
     deliveries,
     mixed_events,
@@ -34,7 +34,7 @@ from tests.integration.notifier.support import (
     settle,
     updated,
 )
-from tests.support.kafka import caught_up
+from tests.support.receiver import Receiver, Reply, verify
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.core.rpc import redact_url
-from tests.component.watcher.support import chains_file
+from tests.support.watcher import chains_file
 
 
 def test_a_watcher_whose_only_endpoint_serves_another_chain_exits_with_one_line(

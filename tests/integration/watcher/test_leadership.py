@@ -24,7 +24,8 @@ from pago.common.redis import create_redis
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from tests.component.watcher.support import (
+from tests.integration.watcher.process import WatcherProcess
+from tests.support.watcher import (
     MODE,
     NETWORK,
     Payment,
@@ -35,7 +36,6 @@ from tests.component.watcher.support import (
     read_transfers,
     watch,
 )
-from tests.integration.watcher.process import WatcherProcess
 
 TAKEOVER_WAIT = 60.0
 """How long a test waits for a takeover before it fails (a deadline, not a measured limit)."""

@@ -9,7 +9,7 @@ import pytest
 from pago.common.enums import SessionStatus as S
 from pago.common.enums import WebhookEventType as W
 from pago.notifier.webhooks import session_payload, webhook_event_type
-from tests.integration.notifier.support import created, detected, resolved, reverted, updated
+from tests.support.notifier import created, detected, resolved, reverted, updated
 
 MERCHANT = "mer_1"
 

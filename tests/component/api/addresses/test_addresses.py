@@ -24,7 +24,7 @@ from pago.api.admin import service as admin
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import checkout_sessions, deposit_addresses
 from pago.common.enums import ChainFamily, Mode
-from tests.component.api.support import (
+from tests.support.api import (
     MNEMONIC,
     Merchant,
     account_xpub,

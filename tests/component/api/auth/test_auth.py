@@ -11,7 +11,7 @@ from pago.api.admin import service as admin
 from pago.api.auth.keys import generate_key, hash_key, key_mode
 from pago.common.db.schema import api_keys
 from pago.common.enums import Mode
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.support.api import Merchant, assert_error, crypto_body
 
 URL = "/v1/checkout/sessions"
 

@@ -18,7 +18,7 @@ from pago.api.idempotency import DurableStore, IdempotencyStore, fingerprint, re
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import checkout_sessions, idempotency_records
 from pago.common.enums import Mode
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 

@@ -16,7 +16,7 @@ from pago.api.admin import service as admin
 from pago.common.enums import ChainFamily, Mode, Network, Token
 from pago.common.events import SessionSnapshot
 from pago.common.networks import load_registry
-from tests.component.api.support import Merchant, assert_error, crypto_body, derived_address
+from tests.support.api import Merchant, assert_error, crypto_body, derived_address
 
 URL = "/v1/checkout/sessions"
 

@@ -13,7 +13,7 @@ from pago.common.db.schema import checkout_sessions, outbox
 from pago.common.enums import Mode
 from pago.common.events import SESSION_EVENT_ADAPTER
 from tests.component.api.conftest import TEST_RATES
-from tests.component.api.support import Merchant, api_settings, crypto_body, running_app
+from tests.support.api import Merchant, api_settings, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 TRON_TEST_RPC = "https://nile.trongrid.example/"

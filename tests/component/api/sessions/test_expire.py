@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import checkout_sessions, outbox
 from pago.common.events import SessionUpdated
 from pago.common.topics import CHECKOUT_SESSIONS
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.support.api import Merchant, assert_error, crypto_body
 
 URL = "/v1/checkout/sessions"
 

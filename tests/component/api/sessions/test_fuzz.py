@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.pricing.currencies import FIAT_MINOR_UNITS
 from pago.api.settings import ApiSettings, default_static_rates
 from pago.common.enums import Mode, Network
-from tests.component.api.support import Merchant, running_app, seed_merchant
+from tests.support.api import Merchant, running_app, seed_merchant
 
 URL = "/v1/checkout/sessions"
 

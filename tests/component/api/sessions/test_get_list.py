@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.schema import checkout_sessions, session_transactions
 from pago.common.enums import Mode
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.support.api import Merchant, assert_error, crypto_body
 
 URL = "/v1/checkout/sessions"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.admin import service as admin
 from pago.common.db.schema import checkout_sessions
 from pago.common.enums import Mode
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.support.api import Merchant, assert_error, crypto_body
 
 URL = "/v1/checkout/sessions"
 EXISTING = "pago-existing-session"

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import checkout_sessions, deposit_addresses, outbox
 from pago.common.events import SessionCreated, WatchAddress
 from pago.common.topics import CHAIN_WATCHLIST, CHECKOUT_SESSIONS
-from tests.component.api.support import Merchant, assert_error, crypto_body
+from tests.support.api import Merchant, assert_error, crypto_body
 
 URL = "/v1/checkout/sessions"
 

@@ -21,8 +21,8 @@ from pago.matcher.cli import main as admin_cli
 from pago.matcher.domain import AmlOutcome, AmlVerdict
 from pago.matcher.main import main as matcher_cli
 from pago.matcher.settings import DEFAULT_CHAIN_IDS, AmlFailurePolicy
-from tests.integration.matcher.goplus import FakeGoPlus
-from tests.integration.matcher.support import SANCTIONED_EVM, SANCTIONED_TRON, aml_dir
+from tests.support.goplus import FakeGoPlus
+from tests.support.matcher import SANCTIONED_EVM, SANCTIONED_TRON, aml_dir
 
 CHAIN_IDS = {
     Network.ETHEREUM: "1",

@@ -22,8 +22,8 @@ from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
 from pago.devstack.kafka_mock import KafkaServer
 from pago.watcher.core.watch_set import WatchSet
 from pago.watcher.core.watchlist import WatchlistFollower
-from tests.component.watcher.support import eventually
 from tests.support.kafka import dead_letters, header_value
+from tests.support.watcher import eventually
 
 NETWORK, MODE = Network.BASE, Mode.LIVE
 CONSUMER = "pago-watcher-base-live-test"

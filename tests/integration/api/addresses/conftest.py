@@ -13,8 +13,8 @@ from pago.api.settings import ApiSettings
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import api_settings, running_app
-from tests.integration.matcher.support import BASE_URL
+from tests.support.api import api_settings, running_app
+from tests.support.matcher import BASE_URL
 
 SettingsFactory = Callable[..., ApiSettings]
 

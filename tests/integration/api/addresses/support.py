@@ -16,8 +16,8 @@ from pago.common.enums import Mode, Network, SessionStatus, Token
 from pago.matcher import jobs
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.component.api.support import Merchant, crypto_body, seed_merchant
-from tests.integration.matcher.support import BASE_URL, SessionSpec, session_row, transfer
+from tests.support.api import Merchant, crypto_body, seed_merchant
+from tests.support.matcher import BASE_URL, SessionSpec, session_row, transfer
 
 URL = "/v1/checkout/sessions"
 DAY = timedelta(days=1)

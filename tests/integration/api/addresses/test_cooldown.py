@@ -19,9 +19,8 @@ from pago.api.admin import service as admin
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import payment_exceptions
 from pago.common.enums import ChainFamily, ExceptionKind, ExceptionStatus, Mode, SessionStatus
-from tests.component.api.support import assert_error, running_app, solana_pubkeys
-from tests.integration.address_pool.conftest import SettingsFactory
-from tests.integration.address_pool.support import (
+from tests.integration.api.addresses.conftest import SettingsFactory
+from tests.integration.api.addresses.support import (
     DAY,
     URL,
     cool,
@@ -33,7 +32,8 @@ from tests.integration.address_pool.support import (
     pool_merchant,
     spec_of,
 )
-from tests.integration.matcher.support import exceptions, session_row
+from tests.support.api import assert_error, running_app, solana_pubkeys
+from tests.support.matcher import exceptions, session_row
 
 
 class TestCooldown:

@@ -15,7 +15,7 @@ from pago.api.addresses.pool import PoolMonitor
 from pago.api.admin.cli import main
 from pago.api.settings import ApiSettings
 from pago.devstack.postgres import Database
-from tests.integration.address_pool.support import (
+from tests.integration.api.addresses.support import (
     DAY,
     URL,
     cool,

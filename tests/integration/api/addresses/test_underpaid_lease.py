@@ -18,14 +18,14 @@ from pago.common.db.schema import outbox
 from pago.common.enums import SessionStatus
 from pago.common.events import WatchAddress
 from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
-from tests.integration.address_pool.support import (
+from tests.integration.api.addresses.support import (
     created,
     lease_row,
     pay,
     pool_merchant,
     spec_of,
 )
-from tests.integration.matcher.support import session_row
+from tests.support.matcher import session_row
 
 
 async def watches(db: AsyncEngine, address: str) -> list[WatchAddress]:

@@ -17,7 +17,7 @@ from pago.api.admin.cli import main
 from pago.api.settings import ApiSettings
 from pago.common.enums import ChainFamily
 from pago.devstack.postgres import Database
-from tests.component.api.support import account_xpub, running_app, solana_pubkeys
+from tests.support.api import account_xpub, running_app, solana_pubkeys
 
 URL = "/v1/checkout/sessions"
 

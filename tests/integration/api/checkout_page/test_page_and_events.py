@@ -23,8 +23,8 @@ from pago.common.events import (
     TransactionSnapshot,
 )
 from pago.notifier.live import LiveFeed
-from tests.component.api.support import Merchant, crypto_body
-from tests.component.checkout_page.qr_decoder import decode, matrix_from_svg
+from tests.support.api import Merchant, crypto_body
+from tests.support.qr_decoder import decode, matrix_from_svg
 
 
 async def new_session(

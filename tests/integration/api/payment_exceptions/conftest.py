@@ -19,8 +19,8 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.matcher import jobs
-from tests.component.api.support import Merchant, api_settings, running_app, seed_merchant
-from tests.integration.matcher.support import BASE_URL
+from tests.support.api import Merchant, api_settings, running_app, seed_merchant
+from tests.support.matcher import BASE_URL
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from pago.common.enums import Mode, Network, SessionStatus, Token, TransferStage
 from pago.common.events import SessionResolved
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.component.api.support import Merchant, assert_error, seed_merchant
-from tests.integration.api_payment_exceptions.conftest import Api, Worker
-from tests.integration.matcher.support import (
+from tests.integration.api.payment_exceptions.conftest import Api, Worker
+from tests.support.api import Merchant, assert_error, seed_merchant
+from tests.support.matcher import (
     BASE_URL,
     USDT,
     SessionSpec,

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.settings import ApiSettings
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 

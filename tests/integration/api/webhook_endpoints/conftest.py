@@ -23,8 +23,8 @@ from pago.notifier.guard import EgressPolicy, GuardedBackend, GuardedTransport
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
 from pago.notifier.worker import DeliveryWorker
-from tests.component.api.support import Merchant, api_settings, running_app, seed_merchant
-from tests.integration.notifier.receiver import Receiver
+from tests.support.api import Merchant, api_settings, running_app, seed_merchant
+from tests.support.receiver import Receiver
 
 
 @pytest.fixture(scope="module")

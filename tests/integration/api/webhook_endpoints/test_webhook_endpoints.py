@@ -20,9 +20,9 @@ from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.db.schema import idempotency_records, webhook_endpoints
 from pago.common.enums import Mode
 from pago.notifier.worker import DeliveryWorker
-from tests.component.api.support import Merchant, assert_error
-from tests.integration.api_webhooks.conftest import webhook_settings
-from tests.integration.notifier.receiver import Receiver, Reply, verify
+from tests.integration.api.webhook_endpoints.conftest import webhook_settings
+from tests.support.api import Merchant, assert_error
+from tests.support.receiver import Receiver, Reply, verify
 
 BASE = "/v1/webhook_endpoints"
 
@@ -245,7 +245,7 @@ class TestRetrieve:
     async def test_another_mode_or_merchant_sees_404(
         self, client: httpx.AsyncClient, merchant: Merchant, db: AsyncEngine, settings: Any
     ) -> None:
-        from tests.component.api.support import seed_merchant
+        from tests.support.api import seed_merchant
 
         created = await create(client, merchant, "https://shop.example/hooks")
         other = await seed_merchant(

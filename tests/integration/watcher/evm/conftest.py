@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import chains_file
+from tests.support.watcher import chains_file
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.timeline import block_at
-from tests.component.watcher.support import (
+from tests.support.watcher import (
     Payment,
     eventually,
     new_addresses,

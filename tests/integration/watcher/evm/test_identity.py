@@ -20,7 +20,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import WrongChain, redact_url, same_chain
-from tests.component.watcher.support import (
+from tests.support.watcher import (
     by_stage,
     chains_file,
     endpoint_counts,

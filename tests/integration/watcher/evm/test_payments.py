@@ -21,7 +21,7 @@ from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
-from tests.component.watcher.support import (
+from tests.support.watcher import (
     NETWORK,
     USDT,
     Payment,

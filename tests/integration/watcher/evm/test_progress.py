@@ -26,7 +26,8 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.settings import WatcherSettings
-from tests.component.watcher.support import (
+from tests.support.kafka import read_topic
+from tests.support.watcher import (
     NETWORK,
     Payment,
     cursor_reached,
@@ -40,7 +41,6 @@ from tests.component.watcher.support import (
     watch,
     watcher_settings,
 )
-from tests.support.kafka import read_topic
 
 PARTITIONS = next(t.partitions for t in TOPICS if t.name == CHAIN_TRANSFERS)
 

@@ -15,7 +15,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import redact_url
-from tests.component.watcher.support import (
+from tests.support.watcher import (
     NETWORK,
     Payment,
     RangeLimitingProxy,

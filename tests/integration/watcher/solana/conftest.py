@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pago.devstack.surfpool import Surfpool
-from tests.integration.watcher_solana.support import chains_file
+from tests.support.watcher_solana import chains_file
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pago.devstack.redis_server import RedisServer
 from pago.devstack.surfpool import Surfpool
 from pago.watcher.app import create_app
 from pago.watcher.chains.solana import SolanaSource
-from tests.component.watcher.support import (
+from tests.support.watcher import (
     by_stage,
     event_type,
     eventually,
@@ -33,7 +33,7 @@ from tests.component.watcher.support import (
     read_transfers,
     running,
 )
-from tests.integration.watcher_solana.support import (
+from tests.support.watcher_solana import (
     NETWORK,
     TOKEN,
     chains_file,

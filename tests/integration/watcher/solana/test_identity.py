@@ -15,8 +15,8 @@ from pago.devstack.redis_server import RedisServer
 from pago.devstack.surfpool import Surfpool
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import WrongChain
-from tests.component.watcher.support import by_stage, read_transfers, running
-from tests.integration.watcher_solana.support import (
+from tests.support.watcher import by_stage, read_transfers, running
+from tests.support.watcher_solana import (
     TOKEN,
     chains_file,
     owners,

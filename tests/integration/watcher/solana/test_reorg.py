@@ -23,14 +23,15 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.devstack.surfpool import Surfpool
 from pago.watcher.app import create_app
-from tests.component.watcher.support import (
+from tests.support.rpc_proxy import JsonRpcProxy
+from tests.support.watcher import (
     eventually,
     read_all,
     read_transfers,
     running,
     transfers_of,
 )
-from tests.integration.watcher_solana.support import (
+from tests.support.watcher_solana import (
     TOKEN,
     chains_file,
     finalized_slot,
@@ -39,7 +40,6 @@ from tests.integration.watcher_solana.support import (
     solana_settings,
     watch,
 )
-from tests.support.rpc_proxy import JsonRpcProxy
 
 
 class ForkingProxy(JsonRpcProxy):

@@ -16,8 +16,8 @@ from pago.common.events import TransferObserved
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.devstack.surfpool import Surfpool
-from tests.component.watcher.support import by_stage, identity, read_cursors, read_transfers
-from tests.integration.watcher_solana.support import (
+from tests.support.watcher import by_stage, identity, read_cursors, read_transfers
+from tests.support.watcher_solana import (
     SolanaWatcherProcess,
     owners,
     pay,

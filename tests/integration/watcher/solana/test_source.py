@@ -14,7 +14,7 @@ from pago.common.networks import TokenSpec
 from pago.devstack.surfpool import Surfpool
 from pago.watcher.chains.solana import SolanaSource
 from pago.watcher.chains.solana_rpc import CallBudget
-from tests.integration.watcher_solana.support import (
+from tests.support.watcher_solana import (
     TOKEN,
     owners,
     pay,

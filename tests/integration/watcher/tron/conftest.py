@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.watcher_tron.support import chains_file, new_chain
 from tests.support.tron_node import TronChain, TronNode
+from tests.support.watcher_tron import chains_file, new_chain
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from pago.common.enums import TransferStage
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
-from tests.component.watcher.support import eventually, read_transfers, running
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, TronNode, key_of
+from tests.support.watcher import eventually, read_transfers, running
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     USDT,
     USDT_KEY,
@@ -20,7 +21,6 @@ from tests.integration.watcher_tron.support import (
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, TronNode, key_of
 
 OLD_WINDOW = 1000
 

@@ -13,8 +13,9 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import WatcherApp, create_app
 from pago.watcher.core.rpc import redact_url
-from tests.component.watcher.support import by_stage, eventually, read_transfers, running
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, TronNode, key_of
+from tests.support.watcher import by_stage, eventually, read_transfers, running
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     USDT,
     USDT_KEY,
@@ -24,7 +25,6 @@ from tests.integration.watcher_tron.support import (
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, TronNode, key_of
 
 
 @pytest.mark.parametrize("dead", ["nothing listens", "503"])

@@ -14,8 +14,9 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
 from pago.watcher.core.rpc import WrongChain, redact_url
-from tests.component.watcher.support import by_stage, running
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, TronNode
+from tests.support.watcher import by_stage, running
+from tests.support.watcher_tron import (
     chains_file,
     new_addresses,
     new_chain,
@@ -23,7 +24,6 @@ from tests.integration.watcher_tron.support import (
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, TronNode
 
 
 async def test_a_node_of_another_network_is_refused_and_the_right_one_used(

@@ -18,7 +18,8 @@ from pago.common.enums import Token, TransferStage
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import WatcherApp, create_app
-from tests.component.watcher.support import (
+from tests.support.tron_node import TronChain, Tx, b58, key_of
+from tests.support.watcher import (
     by_stage,
     dump,
     eventually,
@@ -27,7 +28,7 @@ from tests.component.watcher.support import (
     read_transfers,
     running,
 )
-from tests.integration.watcher_tron.support import (
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     USDT,
     USDT_CONTRACT,
@@ -36,7 +37,6 @@ from tests.integration.watcher_tron.support import (
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, Tx, b58, key_of
 
 
 def _log_index(chain: TronChain, tx: Tx, nth: int = 0) -> int:

@@ -12,8 +12,9 @@ from pago.common.enums import TransferStage
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.app import create_app
-from tests.component.watcher.support import by_stage, dump, identity, read_transfers, running
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, key_of
+from tests.support.watcher import by_stage, dump, identity, read_transfers, running
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     MODE,
     NETWORK,
@@ -22,7 +23,6 @@ from tests.integration.watcher_tron.support import (
     tron_settings,
     watch,
 )
-from tests.support.tron_node import TronChain, key_of
 
 
 def _reorgs() -> float:

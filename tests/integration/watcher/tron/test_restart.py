@@ -12,15 +12,15 @@ import pytest
 
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from tests.component.watcher.support import by_stage, identity, read_cursors, read_transfers
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, key_of
+from tests.support.watcher import by_stage, identity, read_cursors, read_transfers
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     USDT_KEY,
     WatcherProcess,
     new_addresses,
     watch,
 )
-from tests.support.tron_node import TronChain, key_of
 
 PAYMENTS = 30
 GAP = 12

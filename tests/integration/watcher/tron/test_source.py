@@ -12,8 +12,8 @@ from pago.common.networks import TokenSpec
 from pago.watcher.chains.base import ChainSource
 from pago.watcher.chains.tron import TronSource
 from pago.watcher.core.rpc import RpcError
-from tests.integration.watcher_tron.support import USDT_CONTRACT, USDT_KEY
 from tests.support.tron_node import Block, TronChain, TronNode, b58
+from tests.support.watcher_tron import USDT_CONTRACT, USDT_KEY
 
 TOKENS = {Token.USDT: TokenSpec(Token.USDT, USDT_CONTRACT, 6)}
 

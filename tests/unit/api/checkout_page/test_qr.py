@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pago.api.checkout_page import qr
 from pago.api.checkout_page.payment import payment_uri
 from pago.common.enums import ChainFamily
-from tests.component.checkout_page.qr_decoder import decode, matrix_from_svg
+from tests.support.qr_decoder import decode, matrix_from_svg
 
 EIP681 = (
     "ethereum:0xdAC17F958D2ee523a2206206994597C13D831ec7@1/transfer"

@@ -11,7 +11,7 @@ from pago.api.checkout_page.service import CheckoutPageService, Phase
 from pago.common.enums import SessionStatus, TransactionStatus
 from pago.common.events import SessionSnapshot, TransactionSnapshot
 from pago.common.networks import load_registry
-from tests.integration.notifier.support import snapshot
+from tests.support.notifier import snapshot
 
 SERVICE = CheckoutPageService(load_registry(), checkout_base_url="https://pay.example/checkout/")
 
