@@ -8,14 +8,8 @@ Everything runs for real: Surfpool (a Solana JSON-RPC simnet with SPL Token mint
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +33,7 @@ from pago.common.kafka import create_producer
 from pago.common.topics import CHAIN_WATCHLIST, watchlist_key
 from pago.devstack.surfpool import Surfpool
 from pago.watcher.settings import WatcherSettings
+from tests.support.processes import WatcherProcess
 
 NETWORK = "SOLANA"
 MODE = "test"
@@ -225,61 +220,9 @@ def _pubkey(owner: Keypair | Pubkey | str) -> Pubkey:
     return owner if isinstance(owner, Pubkey) else Pubkey.from_string(owner)
 
 
-class SolanaWatcherProcess:
-    """``pago-watcher --network SOLANA --mode test`` as Kubernetes runs it; JSON logs kept."""
+class SolanaWatcherProcess(WatcherProcess):
+    """``pago-watcher --network SOLANA --mode test``: no leader election, no RPC budget."""
 
     def __init__(self, kafka: str, redis_url: str, chains: Path, **settings: str) -> None:
-        env = {
-            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
-            "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "REDIS_URL": redis_url,
-            "PAGO_CHAINS_FILE": str(chains),
-            "PAGO_ENV": "test",
-            "PAGO_WATCHER_HTTP_PORT": "0",
-            "PAGO_WATCHER_POLL_INTERVAL": "0.1",
-            "PAGO_WATCHER_CURSOR_INTERVAL": "0",
-            "PAGO_WATCHER_RPC_BACKOFF_MAX": "1",
-            "PAGO_WATCHER_LEADERSHIP": "none",
-            "PAGO_WATCHER_SOLANA_RPC_BUDGET": "0",
-            "PAGO_LOG_LEVEL": "INFO",
-            **settings,
-        }
-        self.logs: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pago.watcher", "--network", NETWORK, "--mode", MODE],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        # Keep draining stdout: a full pipe would freeze the process mid-publish.
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.logs.append(json.loads(line))
-            except ValueError:
-                self.logs.append({"msg": line.rstrip()})
-
-    def wait_log(self, msg: str, timeout: float = 30.0) -> Mapping[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = next((e for e in self.logs if e.get("msg") == msg), None)
-            if entry is not None:
-                return entry
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {msg!r} within {timeout} s; last lines: {self.logs[-15:]}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        self._reader.join(timeout=5)
+        solana = {"PAGO_WATCHER_LEADERSHIP": "none", "PAGO_WATCHER_SOLANA_RPC_BUDGET": "0"}
+        super().__init__(kafka, redis_url, chains, network=NETWORK, mode=MODE, **solana | settings)

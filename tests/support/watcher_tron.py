@@ -8,16 +8,8 @@ Kafka-protocol broker and a real Redis; nothing of the watcher is replaced.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -116,63 +108,3 @@ async def pay_each_until_confirmed(
 
 def stages_of(transfers: Iterable[TransferObserved], txid: str) -> list[str]:
     return [t.stage.value for t in transfers if t.tx_hash == txid]
-
-
-class WatcherProcess:
-    """``pago-watcher --network TRON --mode test`` as Kubernetes runs it; JSON logs kept."""
-
-    def __init__(self, kafka: str, redis_url: str, chains: Path, **settings: str) -> None:
-        env: Mapping[str, str] = {
-            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
-            "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "REDIS_URL": redis_url,
-            "PAGO_CHAINS_FILE": str(chains),
-            "PAGO_ENV": "test",
-            "PAGO_WATCHER_HTTP_PORT": "0",
-            "PAGO_WATCHER_POLL_INTERVAL": "0.1",
-            "PAGO_WATCHER_CURSOR_INTERVAL": "0",
-            "PAGO_WATCHER_RPC_BACKOFF_MAX": "1",
-            "PAGO_LOG_LEVEL": "INFO",
-            **settings,
-        }
-        self.logs: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pago.watcher", "--network", NETWORK, "--mode", MODE],
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        # Keep draining stdout: a full pipe would freeze the process mid-publish.
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.logs.append(json.loads(line))
-            except ValueError:
-                self.logs.append({"msg": line.rstrip()})
-
-    async def wait_log(self, msg: str, timeout: float = 30.0) -> dict[str, Any]:
-        """The first log line saying ``msg`` (awaited: a node in this event loop must keep
-        answering the process meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = next((e for e in self.logs if e.get("msg") == msg), None)
-            if entry is not None:
-                return entry
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {msg!r} within {timeout} s; last lines: {self.logs[-15:]}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        self._reader.join(timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,8 +16,8 @@ from pago.api.main import main
 from pago.api.settings import ApiSettings
 from pago.api.webhook_endpoints.settings import webhook_settings
 from pago.devstack._support import free_tcp_port
-from tests.integration.api.support import spawn_api, wait_healthy
 from tests.support.api import crypto_body, seed_merchant
+from tests.support.processes import ServiceProcess, api_process
 
 
 def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,10 +40,9 @@ async def test_serves_the_api_and_stops_cleanly_on_sigterm(
         "PAGO_CHECKOUT_BASE_URL": "https://pay.example/c",
         "PAGO_LOG_LEVEL": "INFO",
     }
-    proc = spawn_api(env)
-    try:
+    with api_process(env) as api:
         url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, proc)
+        await api.wait_healthy(url)
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/readyz")).json()["status"] == "ready"
             response = await client.post(
@@ -57,14 +55,9 @@ async def test_serves_the_api_and_stops_cleanly_on_sigterm(
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] == "resource_missing"
             assert "server" not in missing.headers
-        proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
-        assert await asyncio.to_thread(proc.wait, 20) in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    output = proc.stdout.read().decode() if proc.stdout else ""
+        assert await asyncio.to_thread(api.terminate, 20) in (0, -signal.SIGTERM)
+    output = api.output()
     assert "Application shutdown complete" in output, output
     assert "Traceback" not in output, output
     assert "sk_test_" not in output, output
@@ -107,7 +100,7 @@ class _Server:
         self.port = free_tcp_port()
         self.metrics_port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = spawn_api(
+        self.api: ServiceProcess = api_process(
             {
                 **env,
                 "PAGO_API_PORT": str(self.port),
@@ -119,14 +112,8 @@ class _Server:
         )
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read().decode() if self.proc.stdout else ""
+        self.api.stop(timeout=20)
+        return self.api.output()
 
 
 @contextlib.asynccontextmanager
@@ -135,7 +122,7 @@ async def _serving(env: dict[str, str], redis: Redis, *args: str) -> AsyncIterat
     tests, and no traceback in its output."""
     server = _Server(env, *args)
     try:
-        await wait_healthy(server.url, server.proc)
+        await server.api.wait_healthy(server.url)
         yield server
     finally:
         output = server.stop()

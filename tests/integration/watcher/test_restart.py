@@ -16,7 +16,7 @@ from pago.common.enums import TransferStage
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from tests.integration.watcher.process import WatcherProcess
+from tests.support.processes import WatcherProcess
 from tests.support.watcher import (
     Payment,
     by_stage,

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
@@ -21,6 +17,7 @@ from pago.common.outbox import OutboxMessage, OutboxRelay, enqueue
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from tests.support.kafka import read_topic
+from tests.support.processes import ServiceProcess, module
 
 Records = list[ConsumerRecord[bytes, bytes]]
 
@@ -178,28 +175,30 @@ async def test_sigkill_mid_stream_loses_nothing_and_keeps_order(
 ) -> None:
     keys, per_key = 50, 200
     await _insert(db, _messages(run_id, keys, per_key))
-    cmd = [sys.executable, "-m", "pago.common.outbox"]
+    cmd = module("pago.common.outbox")
     env = {**server_env, "PAGO_LOG_LEVEL": "WARNING"}
-    relay = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    relay = ServiceProcess("relay", cmd, env)
     try:
         # Kill it once it has published part of the stream, not before and not after.
         for _ in range(600):
             await asyncio.sleep(0.01)
             if 0 < (await _unsent(db)) < keys * per_key - 500:
                 break
-        os.kill(relay.pid, signal.SIGKILL)
-        relay.wait(timeout=10)
+        relay.kill()
+        relay.close()
         left_after_kill = await _unsent(db)
         assert 0 < left_after_kill < keys * per_key, "the kill must land mid-stream"
-        relay = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        relay = ServiceProcess("relay", cmd, env)
         for _ in range(3000):
             if await _unsent(db) == 0:
                 break
             await asyncio.sleep(0.01)
         assert await _unsent(db) == 0
     finally:
-        relay.send_signal(signal.SIGTERM)
-        assert relay.wait(timeout=15) == 0
+        try:
+            assert relay.terminate(timeout=15) == 0
+        finally:
+            relay.close()
     records = await read_topic(
         kafka.bootstrap_servers,
         CHECKOUT_SESSIONS,

@@ -12,12 +12,13 @@ import pytest
 
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
+from tests.support.processes import WatcherProcess
 from tests.support.tron_node import TronChain, key_of
 from tests.support.watcher import by_stage, identity, read_cursors, read_transfers
 from tests.support.watcher_tron import (
     CONFIRMATIONS,
+    NETWORK,
     USDT_KEY,
-    WatcherProcess,
     new_addresses,
     watch,
 )
@@ -48,9 +49,9 @@ async def test_a_killed_watcher_resumes_at_its_cursor(
         "PAGO_WATCHER_CONCURRENCY": "1",
         "PAGO_WATCHER_LEADERSHIP": "none",
     }
-    one = WatcherProcess(kafka, redis_server.url, chains, **slow)
+    one = WatcherProcess(kafka, redis_server.url, chains, network=NETWORK, **slow)
     try:
-        await one.wait_log("watcher started")
+        await one.wait_log_async("watcher started")
         while True:
             cursors = await read_cursors(kafka)
             if cursors and cursors[-1][0].block_number >= first + 150:
@@ -63,9 +64,9 @@ async def test_a_killed_watcher_resumes_at_its_cursor(
     checkpoint = (await read_cursors(kafka))[-1][0].block_number
     assert checkpoint < first + PAYMENTS * GAP, "killed before the scan was done"
 
-    two = WatcherProcess(kafka, redis_server.url, chains, **slow)
+    two = WatcherProcess(kafka, redis_server.url, chains, network=NETWORK, **slow)
     try:
-        resumed = await two.wait_log("resuming from the cursor")
+        resumed = await two.wait_log_async("resuming from the cursor")
         seen = await read_transfers(
             kafka, lambda f: len({t.tx_hash for t in by_stage(f)["confirmed"]}) >= PAYMENTS
         )
