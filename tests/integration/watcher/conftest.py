@@ -1,4 +1,4 @@
-"""Fixtures of the watcher's process tests (the component tests' helpers, real subprocesses)."""
+"""Fixtures of the watcher's process tests (helpers in tests/support/watcher.py)."""
 
 from __future__ import annotations
 

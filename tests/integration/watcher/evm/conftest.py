@@ -1,4 +1,4 @@
-"""Fixtures of the watcher's component tests: a real anvil, a broker per test, real Redis.
+"""Fixtures of the EVM watcher's in-process tests: a real anvil, a broker per test, real Redis.
 
 Each test gets a Kafka-protocol broker of its own (librdkafka's mock cluster starts in
 < 0.1 s): a watcher's cursor and watch set are keyed by network and mode, so on a shared
