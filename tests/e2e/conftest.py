@@ -13,9 +13,9 @@ from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import Merchant, api_settings, seed_merchant
-from tests.component.watcher.support import chains_file
 from tests.e2e.support import pipeline_env
+from tests.support.api import Merchant, api_settings, seed_merchant
+from tests.support.watcher import chains_file
 
 
 @pytest.fixture

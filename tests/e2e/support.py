@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,7 +25,8 @@ from playwright.async_api import Browser, ViewportSize, async_playwright
 from pago.common.topics import CHAIN_TRANSFERS
 from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import read_all
+from tests.support.processes import ServiceProcess
+from tests.support.watcher import read_all
 
 TEST_MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
@@ -56,57 +55,6 @@ def evm_account_xpub(mnemonic: str = TEST_MNEMONIC) -> str:
     seed = Bip39SeedGenerator(mnemonic).Generate()
     account = Bip44.FromSeed(seed, Bip44Coins.ETHEREUM).Purpose().Coin().Account(0)
     return str(account.PublicKey().ToExtended())
-
-
-class Service:
-    """One service process; its output lines are kept (and shown when a test fails)."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
-        self.name = name
-        self.logs: list[str] = []
-        self.proc = subprocess.Popen(
-            argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)  # a full pipe freezes
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.logs.append(line.rstrip())
-
-    def find(self, message: str) -> dict[str, Any] | None:
-        """The first JSON log entry whose ``msg`` is ``message``."""
-        for line in self.logs:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("msg") == message:
-                return dict(entry)
-        return None
-
-    async def logged(self, message: str, timeout: float = 30) -> None:
-        """Wait until the service logs ``message``; fail if it exits or never does."""
-        deadline = time.monotonic() + timeout
-        while self.find(message) is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} never logged {message!r}\n{self.tail(15)}")
-            await asyncio.sleep(0.05)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        return self.proc.returncode
-
-    def tail(self, lines: int = 25) -> str:
-        return f"--- {self.name} ---\n" + "\n".join(self.logs[-lines:])
 
 
 def bin_path(name: str) -> str:
@@ -190,12 +138,12 @@ def screening(env: Mapping[str, str], aml_list: Path) -> dict[str, str]:
 class Pipeline:
     """Running service processes, and what a timeout report needs to explain itself."""
 
-    services: list[Service]
+    services: list[ServiceProcess]
     kafka: str | None = None
     anvil: Anvil | None = None
     codes: dict[str, int | None] = field(default_factory=dict)
 
-    def service(self, name: str) -> Service:
+    def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.services if s.name == name)
 
     def stop(self) -> dict[str, int | None]:
@@ -266,13 +214,13 @@ def start_pipeline(
     watcher_env = {k: v for k, v in env.items() if k != "DATABASE_URL"}  # it never needs one
     api = [bin_path("pago-api"), "--host", "127.0.0.1", "--port", str(port)]
     watcher = [bin_path("pago-watcher"), "--network", network, "--mode", "test"]
-    services: list[Service] = []
+    services: list[ServiceProcess] = []
     try:
-        services.append(Service("api", api, {**env, **(api_env or {})}))
+        services.append(ServiceProcess("api", api, {**env, **(api_env or {})}))
         services.append(
-            Service("matcher", [bin_path("pago-matcher")], {**env, **(matcher_env or {})})
+            ServiceProcess("matcher", [bin_path("pago-matcher")], {**env, **(matcher_env or {})})
         )
-        services.append(Service("watcher", watcher, watcher_env))
+        services.append(ServiceProcess("watcher", watcher, watcher_env))
     except BaseException:
         for service in services:
             service.stop()
@@ -396,12 +344,14 @@ async def checkout_stack(
     }
     pipeline = Pipeline([])
     try:
-        pipeline.services.append(Service("api", [bin_path("pago-api"), "--port", str(port)], env))
-        pipeline.services.append(Service("matcher", [bin_path("pago-matcher")], matcher))
-        pipeline.services.append(Service("notifier", [bin_path("pago-notifier")], notifier))
+        pipeline.services.append(
+            ServiceProcess("api", [bin_path("pago-api"), "--port", str(port)], env)
+        )
+        pipeline.services.append(ServiceProcess("matcher", [bin_path("pago-matcher")], matcher))
+        pipeline.services.append(ServiceProcess("notifier", [bin_path("pago-notifier")], notifier))
         await asyncio.gather(
-            pipeline.service("matcher").logged("matcher started"),
-            pipeline.service("notifier").logged("notifier started"),
+            pipeline.service("matcher").wait_log_async("matcher started"),
+            pipeline.service("notifier").wait_log_async("notifier started"),
         )
         async with api_client(base, pipeline, health_timeout=health_timeout):
             pass

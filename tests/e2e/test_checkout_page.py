@@ -18,10 +18,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.component.api.support import Merchant, crypto_body
-from tests.component.checkout_page.qr_decoder import decode, matrix_from_svg
 from tests.e2e.support import ARTIFACTS, PHONE, checkout_stack, chromium
-from tests.integration.notifier.receiver import Receiver
+from tests.support.api import Merchant, crypto_body
+from tests.support.qr_decoder import decode, matrix_from_svg
+from tests.support.receiver import Receiver
 
 pytestmark = [
     pytest.mark.slow,

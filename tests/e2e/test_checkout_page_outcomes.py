@@ -16,8 +16,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.component.api.support import Merchant, crypto_body
 from tests.e2e.support import ARTIFACTS, PHONE, checkout_stack, chromium
+from tests.support.api import Merchant, crypto_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -22,7 +22,6 @@ from pago.common.db.schema import ignored_transfers
 from pago.common.events import SESSION_EVENT_ADAPTER
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     api_client,
     create_session,
@@ -32,8 +31,9 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_session,
 )
-from tests.integration.matcher.support import aml_dir
 from tests.support.kafka import read_topic
+from tests.support.matcher import aml_dir
+from tests.support.watcher import USDT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

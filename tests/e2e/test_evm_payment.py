@@ -14,7 +14,6 @@ import asyncio
 import pytest
 
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import USDT
 from tests.e2e.support import (
     api_client,
     create_session,
@@ -22,6 +21,7 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_status,
 )
+from tests.support.watcher import USDT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

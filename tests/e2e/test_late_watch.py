@@ -16,9 +16,7 @@ import httpx
 import pytest
 
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import USDT
 from tests.e2e.support import (
-    Service,
     api_client,
     bin_path,
     create_session,
@@ -27,6 +25,8 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_status,
 )
+from tests.support.processes import ServiceProcess
+from tests.support.watcher import USDT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -74,7 +74,7 @@ async def test_a_payment_made_while_the_relay_stalled_credits_after_the_old_wind
             assert (await get_session(api, session["id"]))["status"] == "Pending"
 
             pipeline.services.append(
-                Service("relay", [bin_path("python"), "-m", "pago.common.outbox"], evm_env)
+                ServiceProcess("relay", [bin_path("python"), "-m", "pago.common.outbox"], evm_env)
             )  # the relay resumes
             paid = await wait_for_status(pipeline, api, session["id"], "Paid", timeout=90)
     finally:

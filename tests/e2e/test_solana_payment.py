@@ -30,7 +30,7 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_status,
 )
-from tests.integration.watcher_solana.support import TOKEN, chains_file
+from tests.support.watcher_solana import TOKEN, chains_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -30,15 +30,15 @@ from tests.e2e.support import (
     start_pipeline,
     wait_for_status,
 )
-from tests.integration.watcher_tron.support import (
+from tests.support.tron_node import TronChain, TronNode, b58, key_of
+from tests.support.tron_node.server import produce
+from tests.support.watcher_tron import (
     CONFIRMATIONS,
     USDT,
     USDT_KEY,
     chains_file,
     new_chain,
 )
-from tests.support.tron_node import TronChain, TronNode, b58, key_of
-from tests.support.tron_node.server import produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -9,11 +9,7 @@ depends on the machine's load and is not asserted.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +17,7 @@ import pytest
 
 from pago.devstack._support import free_tcp_port
 from pago.devstack.anvil import Anvil
+from tests.support.processes import ServiceProcess, entry_point
 
 EXIT_WAIT = 60
 """Seconds before a process that ignored SIGTERM fails the test (the longest grace period)."""
@@ -62,36 +59,18 @@ def chains_file(anvil: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _command(service: str, port: int) -> tuple[list[str], dict[str, str]]:
-    bin_dir = Path(sys.executable).parent
     if service == "api":
-        return [str(bin_dir / "pago-api"), "--host", "127.0.0.1", "--port", str(port)], {}
+        return entry_point("pago-api", "--host", "127.0.0.1", "--port", str(port)), {}
     if service == "watcher":
-        argv = [str(bin_dir / "pago-watcher"), "--network", "ETHEREUM", "--mode", "test"]
+        argv = entry_point("pago-watcher", "--network", "ETHEREUM", "--mode", "test")
         return argv, {"PAGO_WATCHER_HTTP_PORT": str(port)}
-    return [str(bin_dir / f"pago-{service}")], {f"PAGO_{service.upper()}_HTTP_PORT": str(port)}
-
-
-def _wait_healthy(
-    proc: subprocess.Popen[bytes], port: int, timeout: float = 60, path: str = "/healthz"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args!r} exited with {proc.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{proc.args!r} was not healthy within {timeout} s")
+    return entry_point(f"pago-{service}"), {f"PAGO_{service.upper()}_HTTP_PORT": str(port)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["api", "matcher", "notifier", "watcher"])
-def test_sigterm_stops_it_cleanly_with_exit_zero(
-    service: str, server_env: dict[str, str], chains_file: Path, tmp_path: Path
+async def test_sigterm_stops_it_cleanly_with_exit_zero(
+    service: str, server_env: dict[str, str], chains_file: Path
 ) -> None:
     port = free_tcp_port()
     argv, extra = _command(service, port)
@@ -101,19 +80,13 @@ def test_sigterm_stops_it_cleanly_with_exit_zero(
         "PAGO_CHAINS_FILE": str(chains_file),
         "PAGO_WEBHOOK_ALLOW_LOOPBACK": "true",
     }
-    log = (tmp_path / f"{service}.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(proc, port)
+    url = f"http://127.0.0.1:{port}"
+    with ServiceProcess(service, argv, env) as proc:
+        await proc.wait_healthy(url, timeout=60)
         # Ready: consumers joined and loops running (a stop before that proves less).
-        _wait_healthy(proc, port, path="/readyz")
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=EXIT_WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    output = (tmp_path / f"{service}.log").read_text()
+        await proc.wait_healthy(url, path="/readyz", timeout=60)
+        code = await asyncio.to_thread(proc.terminate, EXIT_WAIT)
+    output = proc.output()
     assert code == 0, f"{service} exited {code} after SIGTERM:\n{output[-3000:]}"
     assert STOPPED[service] in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]

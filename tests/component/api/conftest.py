@@ -15,7 +15,7 @@ from pago.common.enums import Token
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import (
+from tests.support.api import (
     Merchant,
     api_settings,
     empty_database,

@@ -11,7 +11,7 @@ import pytest
 from pago.api.settings import ApiSettings
 from pago.common import asyncapi
 from pago.common.events import SessionSnapshot
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 
 
 class TestEnvelope:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.auth.keys import generate_key
 from pago.api.settings import ApiSettings
 from pago.common.enums import Mode
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 

@@ -33,7 +33,8 @@ from pago.matcher.aml.screener import Sender
 from pago.matcher.consumer import TransferBatchHandler, build_broker
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import BatchOutcome, TransferMatcher
-from tests.integration.matcher.support import (
+from tests.support.kafka import header_value, read_topic
+from tests.support.matcher import (
     BASE_URL,
     USDT,
     FakeProvider,
@@ -45,7 +46,6 @@ from tests.integration.matcher.support import (
     transactions,
     transfer,
 )
-from tests.support.kafka import header_value, read_topic
 
 TP0 = TopicPartition(CHAIN_TRANSFERS, 0)
 DLQ_LABELS = {"topic": CHAIN_TRANSFERS, "consumer": "pago-matcher-component"}

@@ -24,7 +24,7 @@ from pago.common.events import AnySessionEvent
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.notifier.consumer import FanOutFn, SessionEventHandler
 from pago.notifier.service import FanOut, fan_out
-from tests.integration.notifier.support import (
+from tests.support.notifier import (
     ALL_EVENTS,
     created,
     seed_endpoint,

@@ -26,7 +26,7 @@ from pago.notifier.repository import Claimed, Verdict
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
 from pago.notifier.settings import NotifierSettings
-from tests.integration.notifier.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply
 
 STRICT = EgressPolicy()
 DEV = EgressPolicy(allow_loopback=True)

@@ -9,7 +9,7 @@ from pago.api.settings import ApiSettings
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import Merchant, api_settings, seed_merchant
+from tests.support.api import Merchant, api_settings, seed_merchant
 
 
 @pytest.fixture(scope="session")

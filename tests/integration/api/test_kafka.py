@@ -20,7 +20,7 @@ from pago.common.enums import ChainFamily, Mode
 from pago.common.events import SessionCreated, SessionUpdated, TransferObserved, WatchAddress
 from pago.common.topics import CHAIN_TRANSFERS, CHAIN_WATCHLIST, CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 from tests.support.kafka import read_topic
 
 URL = "/v1/checkout/sessions"

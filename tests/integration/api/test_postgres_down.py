@@ -7,7 +7,7 @@ from pago.api.auth.keys import generate_key
 from pago.api.settings import ApiSettings
 from pago.common.enums import Mode
 from pago.devstack._support import free_tcp_port
-from tests.component.api.support import assert_error, crypto_body, running_app
+from tests.support.api import assert_error, crypto_body, running_app
 
 
 async def test_requests_get_503_while_postgres_is_unreachable(settings: ApiSettings) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import checkout_sessions
 from pago.devstack.redis_server import RedisServer
-from tests.component.api.support import Merchant, assert_error, crypto_body, running_app
+from tests.support.api import Merchant, assert_error, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 

@@ -26,9 +26,9 @@ from pago.common.enums import Mode, SessionStatus
 from pago.devstack._support import free_tcp_port
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.component.api.support import Merchant, seed_merchant
-from tests.integration.api.support import spawn_api, wait_healthy
-from tests.integration.matcher.support import BASE_URL, SessionSpec, insert_session, transfer
+from tests.support.api import Merchant, seed_merchant
+from tests.support.matcher import BASE_URL, SessionSpec, insert_session, transfer
+from tests.support.processes import api_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -92,39 +92,39 @@ async def test_the_running_api_conforms_to_its_openapi_document(
         "PAGO_IP_RATE_LIMIT_BURST": "100000",
         "PAGO_LOG_LEVEL": "WARNING",
     }
-    api = spawn_api(env)
-    try:
-        await wait_healthy(url, api, timeout=120)
-        run = await asyncio.to_thread(
-            subprocess.run,
-            [
-                str(SCHEMATHESIS),
-                "--no-color",
-                "--config-file",
-                str(config),
-                "run",
-                f"{url}/openapi.json",
-                "--checks",
-                "all",
-                "--max-examples",
-                str(MAX_EXAMPLES),
-                "--seed",
-                str(SEED),
-                "--workers",
-                "2",
-                "--header",
-                f"Authorization: Bearer {merchant.keys[Mode.TEST]}",
-                "--request-timeout",
-                "10",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            check=False,
-        )
-    finally:
-        api.terminate()
-        output = (await asyncio.to_thread(api.communicate, timeout=20))[0].decode()
+    with api_process(env) as api:
+        try:
+            await api.wait_healthy(url, timeout=120)
+            run = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    str(SCHEMATHESIS),
+                    "--no-color",
+                    "--config-file",
+                    str(config),
+                    "run",
+                    f"{url}/openapi.json",
+                    "--checks",
+                    "all",
+                    "--max-examples",
+                    str(MAX_EXAMPLES),
+                    "--seed",
+                    str(SEED),
+                    "--workers",
+                    "2",
+                    "--header",
+                    f"Authorization: Bearer {merchant.keys[Mode.TEST]}",
+                    "--request-timeout",
+                    "10",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                check=False,
+            )
+        finally:
+            await asyncio.to_thread(api.terminate, 20)
+    output = api.output()
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-20_000:]
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.main import main
 from pago.api.settings import ApiSettings
 from pago.devstack._support import free_tcp_port
-from tests.component.api.support import crypto_body, seed_merchant
-from tests.integration.api.support import spawn_api, wait_healthy
+from tests.support.api import crypto_body, seed_merchant
+from tests.support.processes import ServiceProcess, api_process, module, run_to_exit
 
 
 def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,10 +39,9 @@ async def test_serves_the_api_and_stops_cleanly_on_sigterm(
         "PAGO_CHECKOUT_BASE_URL": "https://pay.example/c",
         "PAGO_LOG_LEVEL": "INFO",
     }
-    proc = spawn_api(env)
-    try:
+    with api_process(env) as api:
         url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, proc)
+        await api.wait_healthy(url)
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/readyz")).json()["status"] == "ready"
             response = await client.post(
@@ -56,14 +54,9 @@ async def test_serves_the_api_and_stops_cleanly_on_sigterm(
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] == "resource_missing"
             assert "server" not in missing.headers
-        proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
-        assert await asyncio.to_thread(proc.wait, 20) in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    output = proc.stdout.read().decode() if proc.stdout else ""
+        assert await asyncio.to_thread(api.terminate, 20) in (0, -signal.SIGTERM)
+    output = api.output()
     assert "Application shutdown complete" in output, output
     assert "Traceback" not in output, output
     assert "sk_test_" not in output, output
@@ -131,15 +124,9 @@ def test_a_bad_webhook_setting_stops_the_process_at_start_with_one_line(
         "PAGO_API_PORT": str(free_tcp_port()),
         name: value,
     }
-    proc = spawn_api(env)
-    try:
-        output, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 2
-    assert output.decode().splitlines() == [line]
+    done = run_to_exit(module("pago.api.main", "--host", "127.0.0.1"), env, timeout=30)
+    assert done.returncode == 2
+    assert (done.stdout + done.stderr).splitlines() == [line]
 
 
 class _Server:
@@ -147,7 +134,7 @@ class _Server:
         self.port = free_tcp_port()
         self.metrics_port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = spawn_api(
+        self.api: ServiceProcess = api_process(
             {
                 **env,
                 "PAGO_API_PORT": str(self.port),
@@ -159,14 +146,8 @@ class _Server:
         )
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read().decode() if self.proc.stdout else ""
+        self.api.stop(timeout=20)
+        return self.api.output()
 
 
 @contextlib.asynccontextmanager
@@ -175,7 +156,7 @@ async def _serving(env: dict[str, str], redis: Redis, *args: str) -> AsyncIterat
     tests, and no traceback in its output."""
     server = _Server(env, *args)
     try:
-        await wait_healthy(server.url, server.proc)
+        await server.api.wait_healthy(server.url)
         yield server
     finally:
         output = server.stop()

@@ -20,8 +20,8 @@ from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.matcher.app import MatcherApp, create_app
 from pago.matcher.settings import MatcherSettings
-from tests.integration.matcher.goplus import FakeGoPlus
-from tests.integration.matcher.support import BASE_URL, aml_dir
+from tests.support.goplus import FakeGoPlus
+from tests.support.matcher import BASE_URL, aml_dir
 
 T = TypeVar("T")
 

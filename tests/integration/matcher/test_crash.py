@@ -21,14 +21,14 @@ from pago.common.events import TransferObserved
 from pago.common.topics import CHAIN_TRANSFERS
 from tests.integration.matcher.conftest import publish
 from tests.integration.matcher.process import MatcherProcess
-from tests.integration.matcher.support import (
+from tests.support.kafka import caught_up
+from tests.support.matcher import (
     USDT,
     SessionSpec,
     evm_address,
     insert_merchant,
     transfer,
 )
-from tests.support.kafka import caught_up
 
 SESSIONS = 200
 PER_SESSION = 5

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import checkout_sessions
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.integration.matcher.support import (
+from tests.support.matcher import (
     BASE_URL,
     USDT,
     new_session,

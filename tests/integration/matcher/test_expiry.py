@@ -13,7 +13,7 @@ from pago.common.events import ChainScanned, SessionUpdated
 from pago.matcher import jobs
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.integration.matcher.support import (
+from tests.support.matcher import (
     BASE_URL,
     USDT,
     exceptions,

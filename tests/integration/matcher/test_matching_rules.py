@@ -24,8 +24,9 @@ from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from pago.matcher.app import MatcherApp
 from tests.integration.matcher.conftest import eventually, publish, scan
-from tests.integration.matcher.goplus import FakeGoPlus
-from tests.integration.matcher.support import (
+from tests.support.goplus import FakeGoPlus
+from tests.support.kafka import read_topic
+from tests.support.matcher import (
     SANCTIONED_EVM,
     SANCTIONED_TRON,
     USDT,
@@ -38,7 +39,6 @@ from tests.integration.matcher.support import (
     transactions,
     transfer,
 )
-from tests.support.kafka import read_topic
 
 
 async def settled(engine: AsyncEngine, session_id: str, **expect: Any) -> dict[str, Any]:

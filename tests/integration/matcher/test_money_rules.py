@@ -34,7 +34,8 @@ from tests.integration.matcher.conftest import (
     publish,
     scan,
 )
-from tests.integration.matcher.support import (
+from tests.support.kafka import read_topic
+from tests.support.matcher import (
     BASE_URL,
     SANCTIONED_EVM,
     USDT,
@@ -44,7 +45,6 @@ from tests.integration.matcher.support import (
     transactions,
     transfer,
 )
-from tests.support.kafka import read_topic
 
 
 def metric(name: str, **labels: str) -> float:

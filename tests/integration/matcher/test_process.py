@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -13,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.matcher.conftest import eventually, publish
 from tests.integration.matcher.process import MatcherProcess
-from tests.integration.matcher.support import USDT, new_session, session_row, transfer
+from tests.support.matcher import USDT, new_session, session_row, transfer
+from tests.support.processes import module, run_to_exit
 
 
 def test_a_missing_setting_stops_it_with_one_line() -> None:
@@ -24,9 +23,7 @@ def test_a_missing_setting_stops_it_with_one_line() -> None:
     }
     env.update(REDIS_URL="redis://localhost:1", KAFKA_BOOTSTRAP_SERVERS="localhost:1")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "pago.matcher"], env=env, capture_output=True, text=True, timeout=30
-    )
+    done = run_to_exit(module("pago.matcher"), env, timeout=30)
 
     assert done.returncode == 2
     assert done.stderr == "pago-matcher: missing required setting DATABASE_URL\n"

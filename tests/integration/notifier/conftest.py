@@ -21,7 +21,7 @@ from pago.devstack.redis_server import RedisServer
 from pago.notifier.app import NotifierApp, create_app
 from pago.notifier.guard import system_resolver
 from pago.notifier.settings import NotifierSettings
-from tests.integration.notifier.receiver import Receiver
+from tests.support.receiver import Receiver
 
 FAKE_DNS: dict[str, list[str]] = {
     "receiver.test": ["127.0.0.1"],

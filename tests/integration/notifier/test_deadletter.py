@@ -24,11 +24,11 @@ from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.notifier.app import NotifierApp, create_app
 from tests.integration.notifier.conftest import fake_resolver, notifier_settings
-from tests.integration.notifier.receiver import Receiver, verify
-from tests.integration.notifier.support import seed_endpoint, seed_merchant, updated
 from tests.support.kafka import assert_committed_past, dead_letters, end_offsets, header_value
 from tests.support.kafka import caught_up as wait_caught_up
+from tests.support.notifier import seed_endpoint, seed_merchant, updated
 from tests.support.pg_proxy import PostgresProxy
+from tests.support.receiver import Receiver, verify
 
 pytestmark = pytest.mark.usefixtures("notifier")
 

@@ -23,8 +23,8 @@ from pago.common.enums import DeliveryStatus, Mode, SessionStatus, WebhookEventT
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from pago.notifier.app import NotifierApp
-from tests.integration.notifier.receiver import Receiver, Reply, verify
-from tests.integration.notifier.support import (
+from tests.support.kafka import caught_up
+from tests.support.notifier import (
     ALL_EVENTS,
     deliveries,
     endpoint_row,
@@ -37,7 +37,7 @@ from tests.integration.notifier.support import (
     settle,
     updated,
 )
-from tests.support.kafka import caught_up
+from tests.support.receiver import Receiver, Reply, verify
 
 pytestmark = pytest.mark.usefixtures("notifier")
 

@@ -3,19 +3,10 @@ graceful restart, and SIGTERM lets the requests in flight finish before the proc
 
 from __future__ import annotations
 
-import asyncio
-import json
-import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.enums import DeliveryStatus, SessionStatus
 from pago.common.events import SessionUpdated
 from pago.common.topics import CHECKOUT_SESSIONS
-from tests.integration.notifier.receiver import Receiver, Reply, verify
-from tests.integration.notifier.support import (
+from tests.support.kafka import caught_up
+from tests.support.notifier import (
     ALL_EVENTS,
     deliveries,
     mixed_events,
@@ -34,65 +25,23 @@ from tests.integration.notifier.support import (
     settle,
     updated,
 )
-from tests.support.kafka import caught_up
+from tests.support.processes import ServiceProcess, module, run_to_exit
+from tests.support.receiver import Receiver, Reply, verify
 
 pytestmark = pytest.mark.slow
 
 
-class NotifierProcess:
-    """One ``python -m pago.notifier``; its JSON log lines are collected as they come."""
+class NotifierProcess(ServiceProcess):
+    """One ``python -m pago.notifier`` with exactly ``env``."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.logs: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pago.notifier"],
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        # Keep draining stdout: a full pipe would freeze the process.
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.logs.append(json.loads(line))
-            except ValueError:
-                self.logs.append({"msg": line.rstrip()})
+        super().__init__("pago-notifier", module("pago.notifier"), env)
 
     async def started(self, timeout: float = 30.0) -> int:
         """Wait for the start line and readiness; return the health port."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            port = next(
-                (e["http_port"] for e in self.logs if e.get("msg") == "notifier started"), 0
-            )
-            if port:
-                async with httpx.AsyncClient() as client:
-                    ready = await client.get(f"http://127.0.0.1:{port}/readyz")
-                if ready.status_code == 200:
-                    return int(port)
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"the notifier did not start: {self.logs[-20:]}")
-
-    async def terminate(self, timeout: float = 20.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while (code := self.proc.poll()) is None:
-            assert time.monotonic() < deadline, "the notifier did not stop after SIGTERM"
-            await asyncio.sleep(0.05)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
+        port = int((await self.wait_log_async("notifier started", timeout))["http_port"])
+        await self.wait_healthy(f"http://127.0.0.1:{port}", path="/readyz", timeout=timeout)
+        return port
 
 
 @pytest.fixture
@@ -145,7 +94,7 @@ async def test_every_event_reaches_every_endpoint_once_across_a_restart(
     in_flight = updated(merchant, SessionStatus.PAID)
     await publish(producer, [in_flight])
     await hooks.wait_for(lambda r: any(x.event["id"] == in_flight.event_id for x in r.at("/a")))
-    assert await first.terminate() == 0
+    assert await first.terminate_async() == 0
     assert any(e.get("msg") == "notifier stopped" for e in first.logs)
     a_rows = {r["event_id"]: r for r in await deliveries(db, a_id)}
     assert a_rows[in_flight.event_id]["status"] == DeliveryStatus.SUCCEEDED
@@ -162,7 +111,7 @@ async def test_every_event_reaches_every_endpoint_once_across_a_restart(
     await caught_up(notifier_env["KAFKA_BOOTSTRAP_SERVERS"], group, CHECKOUT_SESSIONS)
     await settle(db, a_id, 16)
     await settle(db, b_id, 26)
-    assert await second.terminate() == 0
+    assert await second.terminate_async() == 0
 
     for path in ("/a", "/b"):
         ids = Counter(verify(r, secrets[path])["id"] for r in hooks.at(path))
@@ -184,9 +133,7 @@ def test_an_unreachable_broker_at_start_stops_it_with_one_line(
 ) -> None:
     env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "PAGO_NOTIFIER_HTTP_PORT": "0"}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "pago.notifier"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = run_to_exit(module("pago.notifier"), env)
 
     assert done.returncode == 2
     assert done.stderr.startswith("pago-notifier: stopped by KafkaConnectionError")

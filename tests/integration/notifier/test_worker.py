@@ -20,8 +20,8 @@ from pago.notifier.repository import Claimed, NewDelivery, Outcome, Verdict
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
 from pago.notifier.worker import DeliveryWorker
-from tests.integration.notifier.receiver import Receiver
-from tests.integration.notifier.support import deliveries, seed_endpoint, seed_merchant, settle
+from tests.support.notifier import deliveries, seed_endpoint, seed_merchant, settle
+from tests.support.receiver import Receiver
 
 
 async def queue(engine: AsyncEngine, endpoint_id: str, count: int) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures of the watcher's process tests (the component tests' helpers, real subprocesses)."""
+"""Fixtures of the watcher's process tests (helpers in tests/support/watcher.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pago.devstack.anvil import Anvil
-from tests.component.watcher.support import chains_file
+from tests.support.watcher import chains_file
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ written (issue 11, item 8)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
 from pago.watcher.core.rpc import redact_url
-from tests.component.watcher.support import chains_file
+from tests.support.processes import module, run_to_exit
+from tests.support.watcher import chains_file
 
 
 def test_a_watcher_whose_only_endpoint_serves_another_chain_exits_with_one_line(
@@ -27,14 +26,7 @@ def test_a_watcher_whose_only_endpoint_serves_another_chain_exits_with_one_line(
         "PAGO_WATCHER_HTTP_PORT": "0",
     }
     env.pop("DATABASE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pago.watcher", "--network", "ETHEREUM", "--mode", "test"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_to_exit(module("pago.watcher", "--network", "ETHEREUM", "--mode", "test"), env)
     assert result.returncode == 2, result.stderr
     # The JSON log (stdout) says which endpoint was refused; stderr has the one line.
     (line,) = result.stderr.strip().splitlines()

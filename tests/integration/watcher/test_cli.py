@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import module, run_to_exit
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -16,14 +17,7 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         for k, v in os.environ.items()
         if not k.startswith("PAGO_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
     }
-    return subprocess.run(
-        [sys.executable, "-m", "pago.watcher", *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_to_exit(module("pago.watcher", *args), {**base, **env}, timeout=30)
 
 
 def test_a_missing_setting_is_named_and_no_database_is_asked_for() -> None:

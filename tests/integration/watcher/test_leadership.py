@@ -24,7 +24,8 @@ from pago.common.redis import create_redis
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from tests.component.watcher.support import (
+from tests.support.processes import WatcherProcess
+from tests.support.watcher import (
     MODE,
     NETWORK,
     Payment,
@@ -35,7 +36,6 @@ from tests.component.watcher.support import (
     read_transfers,
     watch,
 )
-from tests.integration.watcher.process import WatcherProcess
 
 TAKEOVER_WAIT = 60.0
 """How long a test waits for a takeover before it fails (a deadline, not a measured limit)."""
@@ -75,10 +75,10 @@ def _pair(
         for replica in (a, b):
             replica.started()
         deadline = time.monotonic() + 20
-        while not (a.logged(LEADING) or b.logged(LEADING)):
+        while not (a.find(LEADING) or b.find(LEADING)):
             assert time.monotonic() < deadline, (a.logs[-5:], b.logs[-5:])
             time.sleep(0.02)
-        leader, standby = (a, b) if a.logged(LEADING) else (b, a)
+        leader, standby = (a, b) if a.find(LEADING) else (b, a)
         standby.until(lambda s: s["role"] == "standby")
     except BaseException:
         a.close()
@@ -115,7 +115,7 @@ async def test_the_standby_takes_over_after_the_leaders_death(
     leader, standby = _pair(kafka, redis_server.url, chains, PAGO_WATCHER_START_BLOCK=start)
     try:
         assert standby.status()["watch_set"] == 2, "a standby keeps its watch set warm"
-        assert standby.logged(LEADING) is None
+        assert standby.find(LEADING) is None
         (tx1,) = pay_in_one_block(anvil, [Payment("USDT", 1, before, 10)])
         anvil.mine(3)
         await read_transfers(kafka, _confirmed(tx1))
@@ -179,7 +179,7 @@ async def test_sigterm_finishes_writes_the_cursor_and_hands_over_at_once(
     finally:
         leader.close()
         standby.close()
-    assert leader.logged("watcher stopped") is not None
+    assert leader.find("watcher stopped") is not None
     last, _ = (await read_cursors(kafka))[-1]
     assert last.block_number >= final, "the graceful stop wrote the cursor"
 

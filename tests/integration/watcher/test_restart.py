@@ -16,7 +16,8 @@ from pago.common.enums import TransferStage
 from pago.devstack.anvil import Anvil
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.redis_server import RedisServer
-from tests.component.watcher.support import (
+from tests.support.processes import WatcherProcess
+from tests.support.watcher import (
     Payment,
     by_stage,
     identity,
@@ -26,7 +27,6 @@ from tests.component.watcher.support import (
     read_transfers,
     watch,
 )
-from tests.integration.watcher.process import WatcherProcess
 
 PAYMENTS = 40
 GAP = 20
