@@ -92,3 +92,25 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+class CardSessionStatus(StrEnum):
+    """A card checkout session (``POST /api/v1/sessions``), in the seed's spelling."""
+
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not CardSessionStatus.PENDING
+
+
+class CardProvider(StrEnum):
+    """The card payment providers Pago routes to (``routing.selectedProvider``)."""
+
+    STRIPE = "stripe"
+    ADYEN = "adyen"
+    PAYPAL = "paypal"

@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from pago.common.enums import (
+    CardProvider,
+    CardSessionStatus,
     ChainFamily,
     ExceptionKind,
     Mode,
@@ -238,3 +240,82 @@ class CursorCommitted(Event):
     block_number: int
     block_hash: str
     committed_at: datetime
+
+
+# --- card.sessions and card.provider_events ----------------------------------------------------
+
+
+class CardAmountSnapshot(BaseModel):
+    """An order's money in the currency's minor units (``exponent`` digits: JPY 0, AUD 2, KWD 3)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    currency: str
+    exponent: int
+    total: int
+    shipping: int
+    tax: int
+
+
+class CardSessionSnapshot(BaseModel):
+    """What a merchant needs to act on a card session's change (its webhook's ``data``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    session_id: str
+    """The Pago session's UUID (``sessionId``)."""
+    order_reference: str
+    status: CardSessionStatus
+    amount: CardAmountSnapshot
+    provider: CardProvider | None
+    """The provider of the live attempt (``routing.selectedProvider``)."""
+    provider_reference: str | None
+    """That provider's id for the checkout (Stripe ``cs_…``, Adyen session id, PayPal order id)."""
+    checkout_url: str | None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+CardSessionEventType = Literal[
+    "card_session.created",
+    "card_session.completed",
+    "card_session.failed",
+    "card_session.expired",
+    "card_session.cancelled",
+]
+
+
+class CardSessionEvent(Event):
+    """A card session was created or reached a status; key: ``session_id``. The notifier
+    delivers ``card_session.completed``, ``.failed`` and ``.expired`` as merchant webhooks."""
+
+    type: CardSessionEventType
+    event_id: str
+    """``evt_…``; stable across redeliveries, so consumers deduplicate on it."""
+    session_id: str
+    merchant_id: str
+    mode: Mode
+    occurred_at: datetime
+    previous_status: CardSessionStatus | None = None
+    session: CardSessionSnapshot
+
+
+class CardProviderEventReceived(Event):
+    """A provider webhook, verified with the provider's scheme and first seen (the inbox's
+    unique ``(provider, provider_event_id)``); key: ``session_id``."""
+
+    type: Literal["card_provider.event_received"] = "card_provider.event_received"
+    event_id: str
+    provider: CardProvider
+    provider_event_id: str
+    """The provider's own id of the notification (Stripe ``evt_…``, Adyen ``pspReference`` +
+    ``eventCode``, PayPal event ``id``): what the inbox deduplicates on."""
+    provider_event_type: str
+    """As the provider names it (``checkout.session.completed``, ``AUTHORISATION``, …)."""
+    provider_reference: str
+    session_id: str | None
+    """The Pago session it was matched to (``None`` when no attempt has that reference)."""
+    outcome: CardSessionStatus | None
+    """The status it implies (``None``: informational, moves nothing)."""
+    received_at: datetime

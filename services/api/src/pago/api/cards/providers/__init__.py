@@ -1,0 +1,1 @@
+"""Card provider adapters behind one protocol (``base.CardProviderAdapter``)."""

@@ -1,0 +1,1 @@
+"""Routing: the pure scorer, its inputs and the explainable decision."""
