@@ -266,7 +266,8 @@ async def sessions_of_known_transfers(
             "indexes": [i[2] for i in ids],
         },
     )
-    return {(r.network, r.tx_hash, r.log_index): r.session_id for r in result}
+    # Unpacked, as every batch-sized result here: see _session_row.
+    return {(network, tx_hash, index): sid for network, tx_hash, index, sid in result}
 
 
 _LOCK_TARGETS = text(
@@ -524,7 +525,7 @@ async def insert_ignored(
             ),
         },
     )
-    return [(row.network, row.reason) for row in result]
+    return [(network, reason) for network, reason in result]
 
 
 _TRANSACTIONS_OF = text(
@@ -626,7 +627,7 @@ async def sub_merchant_codes(conn: AsyncConnection, ids: Iterable[str | None]) -
     result = await conn.execute(
         text("SELECT id, code FROM sub_merchants WHERE id = ANY(:ids)"), {"ids": wanted}
     )
-    return {r.id: r.code for r in result}
+    return {id_: code for id_, code in result}
 
 
 _UPSERT_TRANSACTIONS = text(
@@ -781,7 +782,7 @@ async def update_sessions(
             ),
         },
     )
-    return {row.id for row in result}
+    return set(result.scalars())
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,7 +852,7 @@ async def insert_exceptions(conn: AsyncConnection, rows: Sequence[ExceptionWrite
             ),
         },
     )
-    return [row.kind for row in result]
+    return list(result.scalars())
 
 
 async def close_aml_holds(
@@ -1117,4 +1118,4 @@ async def extend_leases(
             "expires": [x.expires_at for x in leases],
         },
     )
-    return {row.session_id: row.leased_until for row in result}
+    return {sid: leased_until for sid, leased_until in result}
