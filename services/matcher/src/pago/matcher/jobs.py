@@ -24,6 +24,9 @@ from pago.matcher.service import TransferMatcher, sender
 
 log = logging.getLogger(__name__)
 
+_MAX_BACKOFF = 60.0
+"""Seconds between two attempts of a periodic job that keeps failing, at most."""
+
 
 async def chain_times(conn: AsyncConnection) -> dict[tuple[str, str], datetime]:
     """Per ``(network, mode)``, the block time up to which every partition's transfers are
@@ -198,10 +201,10 @@ async def run_periodically(
     interval: float,
     full: int | None,
     stopping: asyncio.Event,
-    max_backoff: float = 60.0,
 ) -> None:
     """Run ``job`` every ``interval`` seconds until ``stopping``; at once again while it
-    reports a full batch (``full``), and with a doubling delay while it fails."""
+    reports a full batch (``full``), and with a doubling delay (up to a minute) while it
+    fails."""
     delay = interval
     while not stopping.is_set():
         try:
@@ -209,7 +212,7 @@ async def run_periodically(
             delay = 0.0 if full is not None and done >= full else interval
         except Exception:
             log.exception("periodic job failed; retrying", extra={"job": name})
-            delay = min(max(delay, interval) * 2, max_backoff)
+            delay = min(max(delay, interval) * 2, _MAX_BACKOFF)
         if delay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)

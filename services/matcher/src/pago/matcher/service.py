@@ -104,9 +104,6 @@ class BatchOutcome:
         if self.book is not None:
             self.book.committed()
 
-    def count(self, result: str) -> int:
-        return sum(n for (_, r), n in self.counts.items() if r == result)
-
 
 class TransferMatcher:
     def __init__(self, *, checkout_base_url: str, registry: Registry | None = None) -> None:
