@@ -42,7 +42,13 @@ class SessionStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (SessionStatus.PENDING, SessionStatus.UNDERPAID)
+        """No credit moves it and it no longer expires: every status but ``LIVE_STATUSES``."""
+        return self not in LIVE_STATUSES
+
+
+LIVE_STATUSES: tuple[SessionStatus, ...] = (SessionStatus.PENDING, SessionStatus.UNDERPAID)
+"""The payable statuses: a session in one takes credits, holds its deposit address and may expire.
+Everything else is terminal. SQL spells the same set with ``pago.common.db.schema.live_status``."""
 
 
 class TransferStage(StrEnum):

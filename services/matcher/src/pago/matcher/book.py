@@ -23,14 +23,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_FLOOR, localcontext
 from typing import Any
 
-from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common import events
-from pago.common.enums import ExceptionKind, Mode, Network, SessionStatus, Token, TransactionStatus
+from pago.common.enums import ExceptionKind, Mode, Network
 from pago.common.money import PRECISION, ceil_units
 from pago.common.outbox import OutboxMessage, enqueue
 from pago.common.sessions import (
@@ -64,24 +63,23 @@ def exception_id(kind: ExceptionKind, network: str, tx_hash: str, log_index: int
     return f"pex_{digest[:24]}"
 
 
-def policy_for(merchant: Mapping[Any, Any], decimals: int) -> Policy:
+def policy_for(merchant: repository.MerchantRow, decimals: int) -> Policy:
     """The merchant's overrides (whole tokens in the row) over the house defaults, in base
     units of a ``decimals`` token. A tolerance rounds down and a fee floor up: both err on the
     side of not giving money away."""
     base = Policy.defaults(decimals)
-    tolerance, floor, rate = (
-        merchant["underpayment_tolerance"],
-        merchant["fee_floor"],
-        merchant["fee_rate"],
-    )
-    if tolerance is not None:
+    tolerance: int | None = None
+    if merchant.underpayment_tolerance is not None:
         with localcontext(prec=PRECISION):
-            tolerance = int(Decimal(tolerance).scaleb(decimals).to_integral_value(ROUND_FLOOR))
+            tolerance = int(
+                merchant.underpayment_tolerance.scaleb(decimals).to_integral_value(ROUND_FLOOR)
+            )
+    floor, rate = merchant.fee_floor, merchant.fee_rate
     return Policy(
         underpayment_tolerance=base.underpayment_tolerance if tolerance is None else tolerance,
-        fee_floor=base.fee_floor if floor is None else ceil_units(Decimal(floor), decimals),
-        underpaid_extension=timedelta(minutes=int(merchant["underpaid_extension_minutes"])),
-        fee_rate=base.fee_rate if rate is None else Decimal(rate),
+        fee_floor=base.fee_floor if floor is None else ceil_units(floor, decimals),
+        underpaid_extension=timedelta(minutes=merchant.underpaid_extension_minutes),
+        fee_rate=base.fee_rate if rate is None else rate,
     )
 
 
@@ -97,47 +95,66 @@ class TxMeta:
     created_at: datetime
 
 
-def tx_record(row: Mapping[Any, Any]) -> TxRecord:
+def tx_record(row: repository.TransactionRow) -> TxRecord:
     return TxRecord(
-        tx_hash=row["tx_hash"],
-        log_index=int(row["log_index"]),
-        token=Token(row["token"]),
-        amount=int(row["amount"]),
-        from_address=row["from_address"],
-        status=TransactionStatus(row["status"]),
-        credited=bool(row["credited"]),
-        confirmations=int(row["confirmations"]),
-        aml_flags=tuple(row["aml_flags"] or ()),
-        block_time=row.get("block_time"),
+        tx_hash=row.tx_hash,
+        log_index=row.log_index,
+        token=row.token,
+        amount=row.amount,
+        from_address=row.from_address,
+        status=row.status,
+        credited=row.credited,
+        confirmations=row.confirmations,
+        aml_flags=row.aml_flags,
+        block_time=row.block_time,
     )
 
 
-def tx_meta(row: Mapping[Any, Any]) -> TxMeta:
+def tx_meta(row: repository.TransactionRow) -> TxMeta:
     return TxMeta(
-        network=row["network"],
-        contract=row["contract"],
-        decimals=int(row["decimals"]),
-        block_number=int(row["block_number"]),
-        block_hash=row["block_hash"],
-        created_at=row["created_at"],
+        network=row.network,
+        contract=row.contract,
+        decimals=row.decimals,
+        block_number=row.block_number,
+        block_hash=row.block_hash,
+        created_at=row.created_at,
     )
 
 
 def session_state(
-    row: Mapping[Any, Any], transactions: Iterable[Mapping[Any, Any]]
+    row: repository.SessionRow, transactions: Iterable[repository.TransactionRow]
 ) -> SessionState:
     return SessionState(
-        id=row["id"],
-        status=SessionStatus(row["status"]),
-        token=Token(row["currency"]),
-        decimals=int(row["decimals"]),
-        amount_expected=int(row["amount_expected"]),
-        expires_at=row["expires_at"],
-        amount_received=int(row["amount_received"]),
-        fee_amount=int(row["fee_amount"]),
-        net_amount=int(row["net_amount"]),
+        id=row.id,
+        status=row.status,
+        token=row.currency,
+        decimals=row.decimals,
+        amount_expected=row.amount_expected,
+        expires_at=row.expires_at,
+        amount_received=row.amount_received,
+        fee_amount=row.fee_amount,
+        net_amount=row.net_amount,
         transactions=tuple(tx_record(t) for t in transactions),
-        timed_out=bool(row.get("timed_out", False)),
+        timed_out=row.timed_out,
+    )
+
+
+_SESSION_FIELDS = tuple(f.name for f in dataclasses.fields(repository.SessionRow))
+
+
+def _template(
+    row: repository.SessionRow,
+    merchant: repository.MerchantRow,
+    *,
+    checkout_base_url: str,
+    sub_merchant_code: str | None,
+) -> SessionTemplate:
+    # The shared builder reads rows by column name; once per session, at its first event.
+    return session_template(
+        {name: getattr(row, name) for name in _SESSION_FIELDS},
+        merchant={"name": merchant.name, "logo_url": merchant.logo_url},
+        checkout_base_url=checkout_base_url,
+        sub_merchant_code=sub_merchant_code,
     )
 
 
@@ -149,10 +166,11 @@ _YIELD_EVERY = 64
 class OpenSession:
     """One locked session while its book is open."""
 
-    row: RowMapping
+    row: repository.SessionRow
+    """As read under the lock (``state`` and ``version`` move on from it)."""
     state: SessionState
     version: int
-    merchant: RowMapping
+    merchant: repository.MerchantRow
     sub_merchant_code: str | None
     policy: Policy
     meta: dict[TransferKey, TxMeta]
@@ -164,15 +182,15 @@ class OpenSession:
 
     @property
     def id(self) -> str:
-        return str(self.row["id"])
+        return self.row.id
 
     @property
     def network(self) -> Network:
-        return Network(self.row["network"])
+        return self.row.network
 
     @property
     def mode(self) -> Mode:
-        return Mode(self.row["mode"])
+        return self.row.mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +229,7 @@ class SessionBook:
     async def open(
         cls,
         conn: AsyncConnection,
-        rows: Mapping[str, RowMapping],
+        rows: Mapping[str, repository.SessionRow],
         *,
         now: datetime,
         checkout_base_url: str,
@@ -219,31 +237,25 @@ class SessionBook:
     ) -> SessionBook:
         """Build a book over session rows the caller has locked in ``conn``."""
         txs = await repository.transactions_of(conn, rows)
-        merchants = await repository.merchants(conn, (r["merchant_id"] for r in rows.values()))
+        merchants = await repository.merchants(conn, (r.merchant_id for r in rows.values()))
         codes = await repository.sub_merchant_codes(
-            conn, (r["sub_merchant_id"] for r in rows.values())
+            conn, (r.sub_merchant_id for r in rows.values())
         )
         policies: dict[tuple[str, int], Policy] = {}
         sessions: dict[str, OpenSession] = {}
         for sid, row in rows.items():
-            merchant = merchants[row["merchant_id"]]
-            decimals = int(row["decimals"])
-            policy_key = (row["merchant_id"], decimals)
+            policy_key = (row.merchant_id, row.decimals)
             if policy_key not in policies:
-                policies[policy_key] = policy_for(merchant, decimals)
+                policies[policy_key] = policy_for(merchants[row.merchant_id], row.decimals)
             session_txs = txs.get(sid, [])
             sessions[sid] = OpenSession(
                 row=row,
                 state=session_state(row, session_txs),
-                version=int(row["version"]),
-                merchant=merchant,
-                sub_merchant_code=codes.get(row["sub_merchant_id"])
-                if row["sub_merchant_id"]
-                else None,
+                version=row.version,
+                merchant=merchants[row.merchant_id],
+                sub_merchant_code=codes.get(row.sub_merchant_id) if row.sub_merchant_id else None,
                 policy=policies[policy_key],
-                meta={
-                    TransferKey(t["tx_hash"], int(t["log_index"])): tx_meta(t) for t in session_txs
-                },
+                meta={TransferKey(t.tx_hash, t.log_index): tx_meta(t) for t in session_txs},
             )
         return cls(sessions, now=now, checkout_base_url=checkout_base_url, source=source)
 
@@ -281,8 +293,8 @@ class SessionBook:
                 repository.ExceptionWrite(
                     id=pex_id,
                     session_id=session.id,
-                    merchant_id=session.row["merchant_id"],
-                    mode=session.row["mode"],
+                    merchant_id=session.row.merchant_id,
+                    mode=session.mode.value,
                     kind=raised.kind.value,
                     network=tx_meta_.network,
                     tx_hash=raised.tx_hash,
@@ -310,7 +322,7 @@ class SessionBook:
     def _envelope(self, session: OpenSession, state: SessionState) -> dict[str, Any]:
         return {
             "session_id": session.id,
-            "merchant_id": session.row["merchant_id"],
+            "merchant_id": session.row.merchant_id,
             "mode": session.mode,
             "occurred_at": self._now,
             "session": self.snapshot(session, state),
@@ -366,9 +378,9 @@ class SessionBook:
     def snapshot(self, session: OpenSession, state: SessionState) -> events.SessionSnapshot:
         """The API's session object for ``state`` (not yet written) of ``session``."""
         if session.template is None:
-            session.template = session_template(
+            session.template = _template(
                 session.row,
-                merchant=session.merchant,
+                session.merchant,
                 checkout_base_url=self._base_url,
                 sub_merchant_code=session.sub_merchant_code,
             )
@@ -434,7 +446,7 @@ class SessionBook:
                 session_rows.append(
                     repository.SessionWrite(
                         id=session.id,
-                        expected_version=int(session.row["version"]),
+                        expected_version=session.row.version,
                         status=state.status.value,
                         amount_received=state.amount_received,
                         fee_amount=state.fee_amount,
@@ -479,12 +491,12 @@ class SessionBook:
                 session_id=sid,
                 family=chain_family(session.network).value,
                 mode=session.mode.value,
-                address=session.row["pay_address"],
-                previous_expires_at=session.row["expires_at"],
+                address=session.row.pay_address,
+                previous_expires_at=session.row.expires_at,
                 expires_at=session.state.expires_at,
             )
-            live_before = self._start_status[sid].value in repository.LIVE
-            live_now = session.state.status.value in repository.LIVE
+            live_before = not self._start_status[sid].is_terminal
+            live_now = not session.state.status.is_terminal
             if live_before and not live_now:
                 ended.append(lease)
             elif live_now and lease.expires_at > lease.previous_expires_at:
@@ -503,7 +515,7 @@ class SessionBook:
                 session_id=x.session_id,
                 # No lease row (a session the api did not allocate): the default grace.
                 watch_until=leased_until.get(x.session_id, x.expires_at + DEFAULT_WATCH_GRACE),
-                created_at=self.sessions[x.session_id].row["created_at"],
+                created_at=self.sessions[x.session_id].row.created_at,
             )
             for x in extended
         ]

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pago.common.enums import ExceptionKind, Mode, Network, Token, TransferStage
+from pago.common.enums import TransferStage
 from pago.common.events import TransferObserved
 from pago.matcher import domain, metrics, repository
 from pago.matcher.aml.screener import Screener
@@ -25,19 +24,14 @@ from pago.matcher.service import TransferMatcher, sender
 
 log = logging.getLogger(__name__)
 
+_MAX_BACKOFF = 60.0
+"""Seconds between two attempts of a periodic job that keeps failing, at most."""
+
 
 async def chain_times(conn: AsyncConnection) -> dict[tuple[str, str], datetime]:
     """Per ``(network, mode)``, the block time up to which every partition's transfers are
     consumed (only those whose every partition has a progress marker)."""
-    by_chain: dict[tuple[str, str], list[domain.PartitionProgress]] = defaultdict(list)
-    for row in await repository.chain_progress(conn):
-        by_chain[(row["network"], row["mode"])].append(
-            domain.PartitionProgress(
-                partition=int(row["partition"]),
-                partitions=int(row["partitions"]),
-                block_time=row["block_time"],
-            )
-        )
+    by_chain = await repository.chain_progress(conn)
     times = {key: domain.chain_time(progress) for key, progress in by_chain.items()}
     return {key: t for key, t in times.items() if t is not None}
 
@@ -123,8 +117,7 @@ async def _resolve_one(
     case = await repository.lock_requested_exception(conn, exception_id)
     if case is None or session_id not in rows:
         return None  # applied by another replica meanwhile
-    action = ResolutionAction(case["requested_action"])
-    kind = ExceptionKind(case["kind"])
+    action, kind = case.requested_action, case.kind
     book = await SessionBook.open(
         conn, rows, now=now, checkout_base_url=base_url, source="resolution"
     )
@@ -133,7 +126,7 @@ async def _resolve_one(
         decision = domain.resolve_exception(
             session.state,
             kind,
-            TransferKey(case["tx_hash"], int(case["log_index"])),
+            TransferKey(case.tx_hash, case.log_index),
             action,
             now,
             session.policy,
@@ -171,22 +164,22 @@ async def rescreen_held(
         return 0
     transfers = [
         TransferObserved(
-            network=Network(r["network"]),
-            mode=Mode(r["mode"]),
-            token=Token(r["token"]),
-            contract=r["contract"],
-            tx_hash=r["tx_hash"],
-            log_index=int(r["log_index"]),
-            block_number=int(r["block_number"]),
-            block_hash=r["block_hash"],
-            from_address=r["from_address"],
-            to_address=r["pay_address"],
-            amount_raw=int(r["amount"]),
-            decimals=int(r["decimals"]),
-            confirmations=int(r["confirmations"]),
+            network=r.network,
+            mode=r.mode,
+            token=r.token,
+            contract=r.contract,
+            tx_hash=r.tx_hash,
+            log_index=r.log_index,
+            block_number=r.block_number,
+            block_hash=r.block_hash,
+            from_address=r.from_address,
+            to_address=r.pay_address,
+            amount_raw=r.amount,
+            decimals=r.decimals,
+            confirmations=r.confirmations,
             stage=TransferStage.CONFIRMED,
             observed_at=now,
-            block_time=r["block_time"],
+            block_time=r.block_time,
         )
         for r in rows
     ]
@@ -208,10 +201,10 @@ async def run_periodically(
     interval: float,
     full: int | None,
     stopping: asyncio.Event,
-    max_backoff: float = 60.0,
 ) -> None:
     """Run ``job`` every ``interval`` seconds until ``stopping``; at once again while it
-    reports a full batch (``full``), and with a doubling delay while it fails."""
+    reports a full batch (``full``), and with a doubling delay (up to a minute) while it
+    fails."""
     delay = interval
     while not stopping.is_set():
         try:
@@ -219,7 +212,7 @@ async def run_periodically(
             delay = 0.0 if full is not None and done >= full else interval
         except Exception:
             log.exception("periodic job failed; retrying", extra={"job": name})
-            delay = min(max(delay, interval) * 2, max_backoff)
+            delay = min(max(delay, interval) * 2, _MAX_BACKOFF)
         if delay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)

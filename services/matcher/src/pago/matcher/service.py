@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common.enums import ChainFamily, TransferStage
@@ -105,9 +104,6 @@ class BatchOutcome:
         if self.book is not None:
             self.book.committed()
 
-    def count(self, result: str) -> int:
-        return sum(n for (_, r), n in self.counts.items() if r == result)
-
 
 class TransferMatcher:
     def __init__(self, *, checkout_base_url: str, registry: Registry | None = None) -> None:
@@ -141,7 +137,7 @@ class TransferMatcher:
         conn: AsyncConnection,
         transfers: Sequence[TransferObserved],
         ids: Sequence[repository.TransferId],
-    ) -> tuple[dict[repository.TransferId, str], dict[str, RowMapping]]:
+    ) -> tuple[dict[repository.TransferId, str], dict[str, repository.SessionRow]]:
         """Lock the sessions the transfers pay and say which transfer pays which."""
         known = await repository.sessions_of_known_transfers(conn, ids)
         pending = [
@@ -150,17 +146,17 @@ class TransferMatcher:
             if transfer_id not in known
         ]
         rows = await repository.lock_targets(conn, known.values(), (k for _, _, k in pending))
-        by_address: dict[tuple[str, str, str], list[RowMapping]] = defaultdict(list)
+        by_address: dict[tuple[str, str, str], list[repository.SessionRow]] = defaultdict(list)
         for row in rows.values():
-            by_address[(row["network"], row["mode"], row["pay_address"].lower())].append(row)
+            by_address[(row.network.value, row.mode.value, row.pay_address.lower())].append(row)
         target = dict(known)
         for t, transfer_id, key in pending:
             found = by_address.get(key, [])
             if chain_family(t.network) is not ChainFamily.EVM:
-                found = [r for r in found if r["pay_address"] == t.to_address.strip()]
+                found = [r for r in found if r.pay_address == t.to_address.strip()]
             if found:
-                live = [r for r in found if r["status"] in repository.LIVE]
-                target[transfer_id] = max(live or found, key=lambda r: r["created_at"])["id"]
+                live = [r for r in found if not r.status.is_terminal]
+                target[transfer_id] = max(live or found, key=lambda r: r.created_at).id
         return target, rows
 
     async def apply(

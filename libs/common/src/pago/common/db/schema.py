@@ -30,10 +30,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from pago.common.enums import LIVE_STATUSES
+
 metadata = MetaData()
 
 Units = Numeric(78, 0)
 """Token base units (uint256-wide)."""
+
+
+def live_status(column: str = "status") -> str:
+    """``column IN ('Pending', 'Underpaid')``: SQL true for a session in ``LIVE_STATUSES``.
+
+    Written out as literals, as the partial indexes' predicates are: the planner uses such an
+    index only for a query whose ``WHERE`` implies the predicate, which a bind parameter in a
+    generic plan does not.
+    """
+    values = ", ".join(f"'{status.value}'" for status in LIVE_STATUSES)
+    return f"{column} IN ({values})"
 
 
 def _created() -> Column[Any]:
@@ -195,7 +208,7 @@ checkout_sessions = Table(
     Index(
         "ix_sessions_expiring",
         "expires_at",
-        postgresql_where=text("status IN ('Pending', 'Underpaid')"),
+        postgresql_where=text(live_status()),
     ),
     Index(
         "ix_sessions_list_own",
@@ -210,7 +223,7 @@ checkout_sessions = Table(
         "mode",
         "pay_address",
         unique=True,
-        postgresql_where=text("status IN ('Pending', 'Underpaid')"),
+        postgresql_where=text(live_status()),
     ),
     Index(
         "ix_sessions_order_guard",

@@ -18,10 +18,9 @@ from pago.common.db.schema import (
     deposit_xpubs,
     payment_exceptions,
 )
-from pago.common.enums import ExceptionStatus
+from pago.common.enums import LIVE_STATUSES, ExceptionStatus
 
 POOL = "pool"
-LIVE_STATUSES = ("Pending", "Underpaid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +146,7 @@ def _live_session_on(address: object, mode: object) -> Any:
     return exists().where(
         holder.c.mode == mode,
         holder.c.pay_address == address,
-        holder.c.status.in_(LIVE_STATUSES),
+        holder.c.status.in_([s.value for s in LIVE_STATUSES]),
     )
 
 

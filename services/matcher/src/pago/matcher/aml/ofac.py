@@ -61,14 +61,12 @@ def parse_sdn(data: bytes) -> dict[str, set[str]]:
     return dict(by_asset)
 
 
-def write_lists(
-    by_asset: dict[str, set[str]], out_dir: Path, *, prefix: str = "ofac_sdn"
-) -> list[Path]:
-    """Write ``<prefix>_<ASSET>.txt`` per asset into ``out_dir``; return the files written."""
+def write_lists(by_asset: dict[str, set[str]], out_dir: Path) -> list[Path]:
+    """Write ``ofac_sdn_<ASSET>.txt`` per asset into ``out_dir``; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for asset, addresses in sorted(by_asset.items()):
-        target = out_dir / f"{prefix}_{asset}.txt"
+        target = out_dir / f"ofac_sdn_{asset}.txt"
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             handle.writelines(f"{address}\n" for address in sorted(addresses))

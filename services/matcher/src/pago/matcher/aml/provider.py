@@ -69,9 +69,9 @@ def _counts(value: object) -> bool:
         return False
 
 
-def verdict_from(result: Mapping[str, object], deny: tuple[str, ...] = DENY_FLAGS) -> AmlVerdict:
+def verdict_from(result: Mapping[str, object]) -> AmlVerdict:
     """Reduce a ``result`` object to a verdict; flags in a stable order."""
-    hits = sorted(flag for flag in deny if _counts(result.get(flag)))
+    hits = sorted(flag for flag in DENY_FLAGS if _counts(result.get(flag)))
     return AmlVerdict.hit(*hits) if hits else AmlVerdict.clear()
 
 
@@ -133,14 +133,14 @@ class VerdictCache:
     Only definitive answers are kept; a Redis failure is a cache miss, never a verdict.
     """
 
-    def __init__(self, redis: Redis, *, ttl: int, prefix: str = "pago:aml:") -> None:
+    def __init__(self, redis: Redis, *, ttl: int) -> None:
         self._redis = redis
         self._ttl = ttl
-        self._prefix = prefix
 
-    def _key(self, provider: str, network: Network, address: str) -> str:
+    @staticmethod
+    def _key(provider: str, network: Network, address: str) -> str:
         family: ChainFamily = chain_family(network)
-        return f"{self._prefix}{provider}:{network.value}:{normalize(family, address)}"
+        return f"pago:aml:{provider}:{network.value}:{normalize(family, address)}"
 
     async def get(self, provider: str, network: Network, address: str) -> AmlVerdict | None:
         try:
