@@ -37,11 +37,6 @@ from pago.matcher.settings import MatcherSettings
 
 log = logging.getLogger(__name__)
 
-RELAY_DRAIN_TIMEOUT = 5.0
-"""Seconds a stopping matcher spends publishing what its last batches wrote to the outbox
-(whatever remains is published by the next relay to take the shard)."""
-
-
 def build_screener(
     settings: MatcherSettings, redis: Redis, http: httpx.AsyncClient | None
 ) -> Screener:
