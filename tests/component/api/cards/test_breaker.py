@@ -46,6 +46,7 @@ class TestHealth:
         await breaker.record(STRIPE, ok=True, latency_ms=100)
         # A call from 2 minutes before the first (the window is 60 s), appended as the oldest.
         (newest,) = await redis.lrange("pago:card:breaker:stripe:calls", 0, 0)
+        assert isinstance(newest, bytes)
         old_at = int(newest.decode().split(":")[0]) - 120_000_000
         await redis.rpush("pago:card:breaker:stripe:calls", f"{old_at}:0:5000")
         assert (await breaker.health([STRIPE]))[STRIPE] == Health(BreakerState.CLOSED, 1, 0, 100)

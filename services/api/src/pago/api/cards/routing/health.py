@@ -71,7 +71,8 @@ local opened_at = tonumber(redis.call('HGET', KEYS[2], 'opened_at') or '0')
 local half_open = is_open and now - opened_at >= cooldown
 if ok then
   if half_open then
-    redis.call('HSET', KEYS[2], 'open', '0', 'consecutive', '0', 'closed_at', string.format('%.0f', now))
+    local at = string.format('%.0f', now)
+    redis.call('HSET', KEYS[2], 'open', '0', 'consecutive', '0', 'closed_at', at)
     redis.call('DEL', KEYS[3])
     return 'closed'
   end
@@ -91,7 +92,8 @@ if is_open then return 'open' end
 local trip = consecutive >= tonumber(ARGV[3])
 if not trip then
   -- Calls before the breaker last closed were judged already: a fresh start after a probe.
-  local since = math.max(now - tonumber(ARGV[6]), tonumber(redis.call('HGET', KEYS[2], 'closed_at') or '0'))
+  local closed_at = tonumber(redis.call('HGET', KEYS[2], 'closed_at') or '0')
+  local since = math.max(now - tonumber(ARGV[6]), closed_at)
   local calls, errors = 0, 0
   for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     local at, good = string.match(entry, '^(%d+):(%d)')
@@ -194,8 +196,8 @@ class CircuitBreaker:
             return {}
         keys: list[str] = []
         for provider in providers:
-            calls, state, _ = self._keys(provider)
-            keys += [calls, state]
+            calls_key, state_key, _ = self._keys(provider)
+            keys += [calls_key, state_key]
         try:
             reply = await self._read(keys=keys, args=[])
         except RedisError:
@@ -212,10 +214,10 @@ class CircuitBreaker:
                 breaker = BreakerState.HALF_OPEN
             else:
                 breaker = BreakerState.OPEN
-            calls = errors = 0
+            calls, errors = 0, 0
             latencies: list[int] = []
             for entry in entries:
-                at, good, latency = entry.decode().split(":")
+                at, good, latency = bytes(entry).decode().split(":")
                 if int(at) < since:
                     break  # newest first: the rest are older still
                 calls += 1
