@@ -46,6 +46,9 @@ DEFAULT_EVENTS = [
     WebhookEventType.SESSION_EXPIRED,
     WebhookEventType.SESSION_BLOCKED,
     WebhookEventType.SESSION_RESOLVED,
+    WebhookEventType.CARD_SESSION_COMPLETED,
+    WebhookEventType.CARD_SESSION_FAILED,
+    WebhookEventType.CARD_SESSION_EXPIRED,
 ]
 ALL_EVENTS = list(WebhookEventType)
 
