@@ -20,7 +20,7 @@ from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.db.schema import idempotency_records, webhook_endpoints
 from pago.common.enums import Mode, WebhookEventType
 from pago.notifier.worker import DeliveryWorker
-from tests.integration.api.webhook_endpoints.conftest import webhook_settings
+from tests.integration.api.webhook_endpoints.support import webhook_settings
 from tests.support.api import Merchant, assert_error
 from tests.support.receiver import Receiver, Reply, verify
 

@@ -292,6 +292,29 @@ class BatchConsumer(Generic[E, R]):
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
 
+class ServiceHandler(Generic[E, R]):
+    """A service's steps in the loop: subclasses build ``self.consumer`` from their own
+    ``parse``/``apply``/``done`` and are what the service's app and broker hold."""
+
+    consumer: BatchConsumer[E, R]
+
+    @property
+    def on_halt(self) -> Callable[[], None]:
+        """Called once if the consumer must stop (the app sets it to its graceful stop)."""
+        return self.consumer.on_halt
+
+    @on_halt.setter
+    def on_halt(self, callback: Callable[[], None]) -> None:
+        self.consumer.on_halt = callback
+
+    def stop(self) -> None:
+        """Cut a retry wait short (SIGTERM); a batch being applied still finishes."""
+        self.consumer.stop()
+
+    async def handle(self, records: Sequence[Record], consumer: object) -> None:
+        await self.consumer.handle(records, consumer)
+
+
 async def _no_decoding(message: StreamMessage[Any]) -> None:
     """The consumer parses the raw records itself (dead-lettering a bad one); FastStream's
     default would JSON-decode every record first, for nothing — a third of the matcher's CPU."""

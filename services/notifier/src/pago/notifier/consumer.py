@@ -36,6 +36,7 @@ from pago.common.consumer import (
     BatchConsumer,
     ConsumerMetrics,
     ConsumerPort,
+    ServiceHandler,
     port_for,
 )
 from pago.common.deadletter import DeadLetterSink, Reason, Rejected, decode, header
@@ -65,7 +66,7 @@ def parse(record: ConsumerRecord[Any, Any]) -> AnySessionEvent:
     return decode(record, SESSION_EVENT_ADAPTER.validate_json)
 
 
-class SessionEventHandler:
+class SessionEventHandler(ServiceHandler[AnySessionEvent, FanOut]):
     """The notifier's steps in the shared batch consumer."""
 
     def __init__(
@@ -85,7 +86,7 @@ class SessionEventHandler:
         self._fan_out = fan_out
         self._live = live
         self._on_stored = on_stored
-        self.consumer: BatchConsumer[AnySessionEvent, FanOut] = BatchConsumer(
+        self.consumer = BatchConsumer(
             parse=parse,
             apply=self._store,
             done=self._done,
@@ -96,22 +97,6 @@ class SessionEventHandler:
             port=port,
             on_halt=on_halt,
         )
-
-    @property
-    def on_halt(self) -> Callable[[], None]:
-        """Called once if the consumer must stop (the app sets it to its graceful stop)."""
-        return self.consumer.on_halt
-
-    @on_halt.setter
-    def on_halt(self, callback: Callable[[], None]) -> None:
-        self.consumer.on_halt = callback
-
-    def stop(self) -> None:
-        """Cut a retry wait short (SIGTERM); a batch being stored still finishes."""
-        self.consumer.stop()
-
-    async def handle(self, records: Sequence[ConsumerRecord[Any, Any]], consumer: object) -> None:
-        await self.consumer.handle(records, consumer)
 
     async def _store(self, events: Sequence[AnySessionEvent]) -> FanOut:
         async with self._engine.begin() as conn:
