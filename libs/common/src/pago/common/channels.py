@@ -221,8 +221,8 @@ API_CARD_PROVIDER_EVENTS = Publication(
     description="Every provider webhook (Stripe, Adyen, PayPal), verified with the provider's "
     "own scheme and seen for the first time (the inbox's unique `(provider, "
     "provider_event_id)`), from the outbox in the transaction that recorded it, whether or not "
-    "it moved a session. Key: `session_id`. No Pago service reads it yet: it is the audit trail, for analytics and "
-    "reconciliation. 14 days.",
+    "it moved a session. Key: `session_id`. No Pago service reads it yet: it is the audit "
+    "trail, for analytics and reconciliation. 14 days.",
 )
 DEADLETTERS = tuple(
     Publication(
