@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 from starlette.requests import Request
@@ -59,7 +59,8 @@ API_VERSIONS = frozenset({"v70", "v71"})
 MAX_IDEMPOTENCY_KEY = 64
 DEFAULT_SESSION_LIFETIME = timedelta(hours=1)
 """Adyen's default when ``expiresAt`` is not sent."""
-MAX_SESSION_LIFETIME = timedelta(days=90)
+MAX_SESSION_LIFETIME = timedelta(hours=24)
+"""Adyen refuses an ``expiresAt`` more than 24 hours after creation."""
 RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
 """Seconds before each webhook delivery attempt."""
 WEBHOOK_TIMEOUT = 10.0
@@ -270,14 +271,14 @@ class AdyenFake:
             except ValueError as error:
                 raise _validation("expiresAt", "Invalid date-time") from error
             if expires_at.tzinfo is None or not now < expires_at <= now + MAX_SESSION_LIFETIME:
-                raise _validation("expiresAt", "expiresAt must be in the next 90 days")
+                raise _validation("expiresAt", "expiresAt must be within 24 hours")
         session_id = "CS" + secrets.token_hex(8).upper()
         response: dict[str, Any] = {
             key: body[key]
             for key in (
                 "countryCode", "shopperLocale", "shopperEmail", "shopperName", "telephoneNumber",
                 "billingAddress", "deliveryAddress", "lineItems", "metadata", "channel",
-                "shopperReference",
+                "shopperReference", "merchantOrderReference",
             )
             if key in body
         }  # fmt: skip
@@ -346,8 +347,8 @@ class AdyenFake:
             return HTMLResponse(_page("Payment session not found", ""), status_code=404)
         if session.current_status(datetime.now(UTC)) != "active":
             return HTMLResponse(_page("This payment session is closed", ""), status_code=409)
-        form = await request.form()
-        action = form.get("action")
+        # A urlencoded form of one field: parsed here rather than with python-multipart.
+        action = parse_qs((await request.body()).decode("latin-1")).get("action", [None])[0]
         if action not in ("pay", "decline"):
             return HTMLResponse(_page("Unknown action", ""), status_code=400)
         authorised = action == "pay" and not session.declines
