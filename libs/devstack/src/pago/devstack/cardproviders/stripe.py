@@ -49,18 +49,18 @@ WEBHOOK_BACKOFF = (0.2, 0.5, 1.0)
 """Stripe retries for three days; a local server retries a few times within two seconds."""
 
 
-def _words(text: str) -> frozenset[str]:
+def words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-ZERO_DECIMAL = _words("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf")
-THREE_DECIMAL = _words("bhd jod kwd omr tnd")
+ZERO_DECIMAL = words("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf")
+THREE_DECIMAL = words("bhd jod kwd omr tnd")
 """Sent in thousandths, but the last digit must be 0 (5.124 KWD must go as 5120 or 5130)."""
-LOCALES = _words(
+LOCALES = words(
     "auto bg cs da de el en en-GB es es-419 et fi fil fr fr-CA hr hu id it ja ko lt lv ms mt "
     "nb nl pl pt pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW"
 )
-_CREATE_PARAMS = _words(
+_CREATE_PARAMS = words(
     "adaptive_pricing after_expiration allow_promotion_codes automatic_tax "
     "billing_address_collection cancel_url client_reference_id consent_collection currency "
     "custom_fields custom_text customer customer_creation customer_email customer_update "
