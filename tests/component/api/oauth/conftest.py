@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from joserfc.jwk import RSAKey
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -140,8 +141,10 @@ async def oauth_app(
 
 
 @pytest.fixture
-async def api(oauth_app: tuple[FastAPI, httpx.AsyncClient], db: AsyncEngine) -> httpx.AsyncClient:
-    """The probed app, with an empty database."""
+async def api(
+    oauth_app: tuple[FastAPI, httpx.AsyncClient], db: AsyncEngine, redis: Redis
+) -> httpx.AsyncClient:
+    """The probed app, with an empty database and an empty Redis (rate-limit buckets)."""
     return oauth_app[1]
 
 

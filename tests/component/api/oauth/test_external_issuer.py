@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.admin import service as admin
@@ -58,7 +59,7 @@ async def idp() -> AsyncIterator[IssuerServer]:
 
 @pytest.fixture
 async def idp_api(
-    settings: ApiSettings, idp: IssuerServer, db: AsyncEngine
+    settings: ApiSettings, idp: IssuerServer, db: AsyncEngine, redis: Redis
 ) -> AsyncIterator[httpx.AsyncClient]:
     trusted = {EXTERNAL_ISSUER: {"jwks_url": idp.url, "audience": EXTERNAL_AUDIENCE}}
     configured = ApiSettings.model_validate(

@@ -11,13 +11,15 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.admin import service as admin
 from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE
+from pago.api.settings import ApiSettings
 from pago.common.db.schema import oauth_clients, oauth_signing_keys
-from tests.component.api.oauth.conftest import Client, new_client
+from tests.component.api.oauth.conftest import Client, new_client, probed_app
 from tests.support.api import Merchant
 
 TOKEN = "/oauth/token"
@@ -153,6 +155,12 @@ class TestIssue:
             headers={**oauth_client.basic(), "Content-Type": "application/x-www-form-urlencoded"},
         )
         oauth_error(repeated, 400, "invalid_request")
+        unknown = await api.post(
+            TOKEN,
+            content=b"grant_type=client_credentials&x=1&x=2&resource=urn:a",
+            headers={**oauth_client.basic(), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert unknown.status_code == 200, "unrecognized parameters are ignored (RFC 6749 3.1)"
         both = await api.post(
             TOKEN,
             data={**FORM, "client_secret": oauth_client.secret},
@@ -191,3 +199,22 @@ class TestJwks:
             assert key["crv"] == "P-256"
             assert key["alg"] == "ES256"
             assert "d" not in key
+
+
+class TestRateLimit:
+    async def test_the_token_endpoint_is_limited_per_client_ip(
+        self, settings: ApiSettings, db: AsyncEngine, redis: Redis, merchant: Merchant
+    ) -> None:
+        limited = settings.model_copy(
+            update={"public_rate_limit_per_second": 0.001, "public_rate_limit_burst": 2}
+        )
+        client = await new_client(db, merchant)
+        async with probed_app(limited) as (_, api):
+            for _ in range(2):
+                ok = await api.post(TOKEN, data=FORM, headers=client.basic())
+                assert ok.status_code == 200, ok.text
+            response = await api.post(TOKEN, data=FORM, headers=client.basic())
+            assert response.status_code == 429
+            assert response.json()["error"]["code"] == "rate_limited"
+            assert int(response.headers["retry-after"]) >= 1
+            assert (await api.get("/.well-known/jwks.json")).status_code == 429

@@ -20,6 +20,7 @@ from pago.api.oauth.schemas import JsonWebKeySet, TokenErrorResponse, TokenRespo
 router = APIRouter(tags=["OAuth"])
 
 _FORM = "application/x-www-form-urlencoded"
+_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret"})
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -33,7 +34,9 @@ async def _form(request: Request) -> dict[str, str]:
         raise TokenError(TokenErrorCode.INVALID_REQUEST, "The body is not a valid form.") from None
     form: dict[str, str] = {}
     for name, value in pairs:
-        if name in form:  # RFC 6749 §3.2: a parameter MUST NOT be repeated
+        if name not in _PARAMETERS:
+            continue  # RFC 6749 §3.1: unrecognized parameters are ignored
+        if name in form:  # §3.2: a parameter must not be repeated
             raise TokenError(TokenErrorCode.INVALID_REQUEST, f"{name} is repeated.")
         form[name] = value
     return form
@@ -102,7 +105,6 @@ async def jwks(state: State) -> JSONResponse:
     return JSONResponse(
         await state.oauth.jwks(),
         headers={"Cache-Control": f"public, max-age={max_age}"},
-        media_type="application/jwk-set+json",
     )
 
 
