@@ -124,3 +124,17 @@ class TestScheduledRotation:
             ).all()
         assert len(rows) == 2
         assert sum(row.retire_at is not None for row in rows) == 1
+
+
+class TestEncryptionSecret:
+    async def test_keys_sealed_under_another_secret_are_skipped_and_replaced(
+        self, db: AsyncEngine
+    ) -> None:
+        clock = Clock()
+        before = await Keyring(db, secret=SECRET, lifetimes=lifetimes(), clock=clock).signer()
+        clock.now += 1  # the secret changes with a deploy, not in the same microsecond
+        changed = Keyring(db, secret=b"n" * 32, lifetimes=lifetimes(), clock=clock)
+        after = await changed.signer()
+        assert after.kid != before.kid
+        assert [k["kid"] for k in (await changed.jwks())["keys"]] == [after.kid]
+        assert await changed.verifying_key(before.kid) is None

@@ -101,9 +101,10 @@ class TestIssue:
         self, api: httpx.AsyncClient, oauth_client: Client, db: AsyncEngine, merchant: Merchant
     ) -> None:
         other = await new_client(db, merchant)
+        flipped = "B" if oauth_client.secret.endswith("A") else "A"
         for client_id, secret in (
             (oauth_client.client_id, other.secret),  # someone else's secret
-            (oauth_client.client_id, oauth_client.secret[:-1] + "A"),
+            (oauth_client.client_id, oauth_client.secret[:-1] + flipped),
             ("cli_000000000000000000000000", oauth_client.secret),
             (oauth_client.client_id, "hunter2"),
         ):

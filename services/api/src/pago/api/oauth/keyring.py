@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from joserfc.jwk import ECKey
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -144,7 +145,15 @@ class Keyring:
             rows = await repository.published_keys(conn, self._now())
         keys = []
         for row in rows:
-            pem = decrypt_private_key(self._secret, row.kid, row.private_key)
+            try:
+                pem = decrypt_private_key(self._secret, row.kid, row.private_key)
+            except InvalidTag:
+                # Sealed under another secret: unusable here, so neither signs nor verifies.
+                log.error(
+                    "an oauth signing key does not open with PAGO_OAUTH_KEY_ENCRYPTION_SECRET",
+                    extra={"kid": row.kid},
+                )
+                continue
             key = ECKey.import_key(pem, {"kid": row.kid, "alg": row.algorithm, "use": "sig"})
             keys.append(SigningKey(row.kid, key, row.public_jwk, row.not_before, row.retire_at))
         self._keys = keys
@@ -177,8 +186,11 @@ class Keyring:
                     )
                 await self._load()
             current = self._signer(self._now())
-            if current is None:  # only a clock far behind the database's keys gets here
-                raise RuntimeError("no oauth signing key has started yet")
+            if current is None:  # the stored keys were sealed under another secret
+                await self.rotate_now()
+                current = self._signer(self._now())
+            if current is None:
+                raise RuntimeError("no oauth signing key signs now")
         return current
 
     async def rotate_now(self) -> str:
