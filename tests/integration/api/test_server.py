@@ -26,6 +26,7 @@ def _production_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     monkeypatch.setenv("PAGO_ENV", "production")
     monkeypatch.setenv("PAGO_API_KEY_PEPPER", "a-production-pepper")
+    monkeypatch.setenv("PAGO_OAUTH_KEY_ENCRYPTION_SECRET", "a-production-oauth-key-secret-32chars")
 
 
 async def test_serves_the_api_and_stops_cleanly_on_sigterm(

@@ -272,6 +272,7 @@ def _api_settings_of(docs: list[Doc]) -> tuple[Doc, Any]:
     )
     env = {**config, "DATABASE_URL": "postgresql://u@db/pago", "REDIS_URL": "redis://r:6379/0"}
     env |= {"PAGO_API_KEY_PEPPER": "from-the-secret", "PAGO_CHAINS_FILE": ""}
+    env |= {"PAGO_OAUTH_KEY_ENCRYPTION_SECRET": "from-the-secret-at-least-32-characters"}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
