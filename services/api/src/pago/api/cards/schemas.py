@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictInt,
     StrictStr,
 )
@@ -256,6 +257,13 @@ class CreateCardSessionRequest(_Body):
 
 # --- responses ------------------------------------------------------------------------------
 
+Score = Annotated[
+    Decimal,
+    # A JSON number as in the seed (92.5): a one-decimal value's shortest float repr is exact.
+    PlainSerializer(float, return_type=float, when_used="json"),
+    Field(description="0–100, one decimal.", examples=[92.5]),
+]
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
@@ -263,7 +271,7 @@ class _Out(BaseModel):
 
 class RoutingSummary(_Out):
     selected_provider: CardProvider
-    score: Decimal = Field(description="0–100, one decimal.", examples=[92.5])
+    score: Score
 
 
 class CreatedCardSession(_Out):
@@ -295,14 +303,14 @@ class ComponentOut(_Out):
 class CandidateOut(_Out):
     provider: CardProvider
     eligible: bool
-    score: Decimal
+    score: Score
     components: list[ComponentOut]
     reason: str | None
 
 
 class RoutingOut(_Out):
     selected_provider: CardProvider | None
-    score: Decimal | None
+    score: Score | None
     components: list[ComponentOut]
     candidates: list[CandidateOut]
     rejected: list[CandidateOut]
