@@ -102,3 +102,24 @@ class Decision:
     """Candidates that could not take the order, with their reason."""
     rule: str | None
     """The merchant rule that shaped it (``pin``, ``split``), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Shares of the score per component; eligibility is a gate, not a weight.
+
+    Each is ``0 ≤ w ≤ 1`` and together they sum to exactly 1, so a score is a weighted mean
+    of the component values (each 0–1) times 100.
+    """
+
+    conversion: Decimal = Decimal("0.40")
+    availability: Decimal = Decimal("0.25")
+    cost: Decimal = Decimal("0.20")
+    latency: Decimal = Decimal("0.15")
+
+    def __post_init__(self) -> None:
+        parts = (self.conversion, self.availability, self.cost, self.latency)
+        if any(not (Decimal(0) <= w <= Decimal(1)) for w in parts):
+            raise ValueError("routing weights must each be between 0 and 1")
+        if sum(parts, Decimal(0)) != Decimal(1):
+            raise ValueError(f"routing weights must sum to 1, not {sum(parts, Decimal(0))}")
