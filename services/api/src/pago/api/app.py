@@ -32,6 +32,8 @@ from pago.api.middleware import (
     MetricsMiddleware,
     PublicRateLimitMiddleware,
 )
+from pago.api.oauth import endpoints as oauth_endpoints
+from pago.api.oauth.wiring import build_oauth
 from pago.api.openapi import build_openapi
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
 from pago.api.payment_exceptions.service import PaymentExceptionService
@@ -157,6 +159,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                     registry, checkout_base_url=settings.checkout_base_url
                 ),
                 test_helpers=TestHelperService(sessions=sessions, registry=registry),
+                oauth=await build_oauth(settings, engine, limiter, _pepper(settings), stack),
             )
             if settings.address_pool_check_seconds > 0:
                 monitor = PoolMonitor(
@@ -193,6 +196,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
     app.include_router(checkout_page_endpoints.router)
     app.include_router(health.router)
     app.include_router(events_docs.router)
+    oauth_endpoints.install(app)
 
     def state() -> ApiState:
         current: ApiState = app.state.pago

@@ -10,10 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from typing import Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from pago.api.addresses.settings import AddressPoolSettings
+from pago.api.oauth.settings import OAuthSettings
 from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.enums import Token
 from pago.common.settings import SecretSettings
@@ -67,7 +69,7 @@ class RateProviderKind(StrEnum):
     HTTP = "http"
 
 
-class ApiSettings(SecretSettings, AddressPoolSettings, WebhookSettings):
+class ApiSettings(SecretSettings, AddressPoolSettings, WebhookSettings, OAuthSettings):
     """Everything the api reads; each field is ``PAGO_<FIELD>`` in the environment."""
 
     api_host: str = "127.0.0.1"
@@ -120,6 +122,14 @@ class ApiSettings(SecretSettings, AddressPoolSettings, WebhookSettings):
     run_outbox_relay: bool = True
     """Relay the outbox from inside the api process (else run ``python -m pago.common.outbox``)."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+    @property
+    def oauth_issuer_url(self) -> str:
+        """``PAGO_OAUTH_ISSUER``, else the origin of the api's public base URL."""
+        if self.oauth_issuer:
+            return self.oauth_issuer
+        parts = urlsplit(self.checkout_base_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @field_validator("checkout_base_url")
     @classmethod

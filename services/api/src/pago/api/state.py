@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.auth.service import Authenticator
 from pago.api.checkout_page.service import CheckoutPageService
 from pago.api.idempotency import DurableStore, IdempotencyStore
+from pago.api.oauth.service import OAuthService
 from pago.api.payment_exceptions.service import PaymentExceptionService
 from pago.api.ratelimit import RateLimiter
 from pago.api.sessions.service import SessionService
@@ -49,6 +50,8 @@ class ApiState:
     payment_exceptions: PaymentExceptionService
     checkout_page: CheckoutPageService
     test_helpers: TestHelperService
+    oauth: OAuthService
+    """Issues the card API's tokens and verifies the ones it receives."""
     metrics: HealthServer | None
     """The Prometheus endpoint on ``api_metrics_port`` (None when the server process serves it
     for several workers)."""

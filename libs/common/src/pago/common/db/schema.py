@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -87,6 +88,56 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
     Index("ix_api_keys_merchant", "merchant_id"),
+)
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("id", Text, primary_key=True, comment="the public client_id, cli_…"),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column(
+        "secret_hash",
+        LargeBinary,
+        unique=True,
+        comment="HMAC-SHA256(pepper); NULL for a client of an external issuer",
+    ),
+    Column("secret_hint", Text, comment="prefix and last 4 characters, for display"),
+    Column("scopes", ARRAY(Text), nullable=False, comment="the scopes it may be granted"),
+    Column("label", Text),
+    Column("external_issuer", Text, comment="iss of the trusted OIDC issuer it signs in through"),
+    Column("external_subject", Text, comment="sub of its tokens at that issuer"),
+    _created(),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("ix_oauth_clients_merchant", "merchant_id"),
+    UniqueConstraint("external_issuer", "external_subject", name="uq_oauth_clients_external"),
+    CheckConstraint(
+        "(secret_hash IS NULL) = (external_issuer IS NOT NULL AND external_subject IS NOT NULL)",
+        name="ck_oauth_clients_one_credential",
+    ),
+)
+
+oauth_signing_keys = Table(
+    "oauth_signing_keys",
+    metadata,
+    Column("kid", Text, primary_key=True),
+    Column("algorithm", Text, nullable=False),
+    Column("public_jwk", JSONB, nullable=False),
+    Column(
+        "private_key",
+        LargeBinary,
+        nullable=False,
+        comment="PKCS#8 PEM under AES-256-GCM (nonce || ciphertext), key from HKDF of "
+        "PAGO_OAUTH_KEY_ENCRYPTION_SECRET, the kid as associated data",
+    ),
+    _created(),
+    Column("not_before", DateTime(timezone=True), nullable=False, comment="signs from then on"),
+    Column(
+        "retire_at",
+        DateTime(timezone=True),
+        comment="unpublished from then on: its successor's start plus the token lifetime",
+    ),
+    Index("ix_oauth_signing_keys_not_before", "not_before", unique=True),
 )
 
 sub_merchants = Table(
