@@ -14,14 +14,13 @@ from pago.api.dependencies import State, Transaction
 from pago.api.errors import InvalidRequest, ParameterMissing, error_responses
 from pago.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from pago.api.idempotency import MAX_KEY_LENGTH
-from pago.api.oauth.dependencies import require_scope
-from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE, ClientPrincipal
+from pago.api.oauth.dependencies import SessionsRead, SessionsWrite
 from pago.api.responses import REPLAYED_DOC
 
 router = APIRouter(prefix="/api/v1", tags=["Card Sessions"])
 
-Writer = Annotated[ClientPrincipal, require_scope(SCOPE_SESSIONS_WRITE)]
-Reader = Annotated[ClientPrincipal, require_scope(SCOPE_SESSIONS_READ)]
+Writer = SessionsWrite
+Reader = SessionsRead
 
 _BODY: dict[str, Any] = {
     "requestBody": {
