@@ -10,12 +10,14 @@ from starlette.responses import Response
 
 from pago.api.cards.parsing import parse_request
 from pago.api.cards.schemas import CardSessionOut, CreateCardSessionRequest, CreatedCardSession
+from pago.api.cards.service import CardSessionService
 from pago.api.dependencies import State, Transaction
-from pago.api.errors import InvalidRequest, ParameterMissing, error_responses
+from pago.api.errors import InvalidRequest, ParameterMissing, ServiceUnavailable, error_responses
 from pago.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from pago.api.idempotency import MAX_KEY_LENGTH
 from pago.api.oauth.dependencies import SessionsRead, SessionsWrite
 from pago.api.responses import REPLAYED_DOC
+from pago.api.state import ApiState
 
 router = APIRouter(prefix="/api/v1", tags=["Card Sessions"])
 
@@ -34,6 +36,12 @@ _BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _cards(state: ApiState) -> CardSessionService:
+    if state.cards is None:
+        raise ServiceUnavailable("No card provider is configured on this server.")
+    return state.cards
 
 
 def _json(model: CreatedCardSession | CardSessionOut, status_code: int) -> Response:
@@ -90,7 +98,7 @@ async def create_card_session(
             param=IDEMPOTENCY_HEADER,
         )
     body = parse_request(await request.body())
-    created = await state.cards.create(conn, principal, body)
+    created = await _cards(state).create(conn, principal, body)
     return _json(created, 201)
 
 
@@ -109,7 +117,7 @@ async def get_card_session(
 ) -> Response:
     """The session's status, amounts (decimal strings in the currency's minor-unit digits),
     routing decision with its components, and every provider attempt."""
-    return _json(await state.cards.get(conn, principal, session_id), 200)
+    return _json(await _cards(state).get(conn, principal, session_id), 200)
 
 
 @router.post(
@@ -126,5 +134,5 @@ async def receive_provider_webhook(
     """Verified with the provider's own scheme (Stripe-Signature, Adyen HMAC, PayPal
     verification); no merchant auth. Deduplicated, stored and applied in one transaction."""
     headers = {k.lower(): v for k, v in request.headers.items()}
-    ack = await state.cards.receive_webhook(provider, headers, await request.body())
+    ack = await _cards(state).receive_webhook(provider, headers, await request.body())
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
