@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.engine import create_engine
 from pago.common.db.migrate import upgrade
-from pago.common.db.schema import metadata
 from pago.common.redis import create_redis
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database, PostgresServer
 from pago.devstack.redis_server import RedisServer
+from tests.support.database import empty_database
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +60,7 @@ async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
 async def db(engine: AsyncEngine) -> AsyncEngine:
     """The test database, emptied before the test (services under test open their own
     connections, so rolling back one transaction cannot isolate them)."""
-    tables = ", ".join(t.name for t in metadata.sorted_tables)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await empty_database(engine)
     return engine
 
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import base58
 import httpx
 from bip_utils import Bip39SeedGenerator, Bip44, Bip44Changes, Bip44Coins, Ed25519PublicKey
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.admin import service as admin
@@ -25,8 +25,7 @@ from pago.api.app import create_app
 from pago.api.pricing.provider import RateProvider
 from pago.api.settings import ApiSettings
 from pago.api.state import ApiState
-from pago.common.db.schema import metadata
-from pago.common.enums import ChainFamily, Mode
+from pago.common.enums import ChainFamily, Mode, Token
 
 MNEMONIC = (
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
@@ -103,13 +102,6 @@ def services_replaced(app: FastAPI, **services: Any) -> Iterator[None]:
         yield
     finally:
         app.state.pago = before
-
-
-async def empty_database(engine: AsyncEngine) -> None:
-    """What the suite's ``db`` fixture does before each test, for wider-scoped fixtures."""
-    tables = ", ".join(t.name for t in metadata.sorted_tables)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @dataclass
@@ -226,3 +218,15 @@ def assert_error(
         assert error["type"] == error_type, error
     assert "Traceback" not in response.text
     return error
+
+
+TEST_RATES = {
+    "USD": {Token.USDT: Decimal("0.99870000"), Token.USDC: Decimal("1.00010000")},
+    "EUR": {Token.USDT: Decimal("0.86000000"), Token.USDC: Decimal("0.86100000")},
+    "JPY": {Token.USDT: Decimal("155.12000000"), Token.USDC: Decimal("155.00000000")},
+    "KRW": {Token.USDT: Decimal("1385.50000000"), Token.USDC: Decimal("1385.00000000")},
+}
+"""Fiat units per 1 token; USD is deliberately not 1 (no hard-coded peg)."""
+
+
+SettingsFactory = Callable[..., ApiSettings]

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import secrets
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.schema import merchants, webhook_deliveries, webhook_endpoints
 from pago.common.enums import (
+    CardProvider,
+    CardSessionStatus,
     ChainFamily,
     DeliveryStatus,
     ExceptionKind,
@@ -31,6 +34,10 @@ from pago.common.enums import (
 )
 from pago.common.events import (
     AnySessionEvent,
+    CardAmountSnapshot,
+    CardSessionEvent,
+    CardSessionEventType,
+    CardSessionSnapshot,
     PricingSnapshot,
     SessionCreated,
     SessionPaymentDetected,
@@ -39,13 +46,21 @@ from pago.common.events import (
     SessionSnapshot,
     SessionUpdated,
 )
-from pago.common.topics import CHECKOUT_SESSIONS
+from pago.common.topics import CARD_SESSIONS, CHECKOUT_SESSIONS
+from pago.devstack.kafka_mock import KafkaServer
+from pago.devstack.postgres import Database
+from pago.devstack.redis_server import RedisServer
+from pago.notifier.guard import system_resolver
+from pago.notifier.settings import NotifierSettings
 
 DEFAULT_EVENTS = [
     WebhookEventType.SESSION_COMPLETED,
     WebhookEventType.SESSION_EXPIRED,
     WebhookEventType.SESSION_BLOCKED,
     WebhookEventType.SESSION_RESOLVED,
+    WebhookEventType.CARD_SESSION_COMPLETED,
+    WebhookEventType.CARD_SESSION_FAILED,
+    WebhookEventType.CARD_SESSION_EXPIRED,
 ]
 ALL_EVENTS = list(WebhookEventType)
 
@@ -230,6 +245,78 @@ async def publish(producer: AIOKafkaProducer, events: Sequence[AnySessionEvent])
         await ack
 
 
+CARD_STATUS: dict[CardSessionEventType, CardSessionStatus] = {
+    "card_session.created": CardSessionStatus.PENDING,
+    "card_session.completed": CardSessionStatus.COMPLETED,
+    "card_session.failed": CardSessionStatus.FAILED,
+    "card_session.expired": CardSessionStatus.EXPIRED,
+    "card_session.cancelled": CardSessionStatus.CANCELLED,
+}
+"""The status a card session event's snapshot shows."""
+
+
+def card_event(
+    merchant_id: str,
+    kind: CardSessionEventType = "card_session.completed",
+    *,
+    previous: CardSessionStatus | None = CardSessionStatus.PENDING,
+    mode: Mode = Mode.TEST,
+    amount: CardAmountSnapshot | None = None,
+) -> CardSessionEvent:
+    """A card session event as the api's outbox writes it; the seed's AUD order by default."""
+    sid = str(uuid.uuid4())
+    now = datetime.now(UTC).replace(microsecond=0)
+    status = CARD_STATUS[kind]
+    return CardSessionEvent(
+        type=kind,
+        event_id=f"evt_{secrets.token_hex(12)}",
+        session_id=sid,
+        merchant_id=merchant_id,
+        mode=mode,
+        occurred_at=datetime.now(UTC),
+        previous_status=None if kind == "card_session.created" else previous,
+        session=CardSessionSnapshot(
+            session_id=sid,
+            order_reference="ORD-2024-001",
+            status=status,
+            amount=amount
+            or CardAmountSnapshot(currency="AUD", exponent=2, total=14076, shipping=995, tax=1181),
+            provider=CardProvider.STRIPE,
+            provider_reference=f"cs_test_{secrets.token_hex(8)}",
+            checkout_url="https://checkout.stripe.com/pay/cs_test_123",
+            expires_at=now + timedelta(hours=1),
+            created_at=now - timedelta(minutes=5),
+            updated_at=now,
+        ),
+    )
+
+
+def card_events(merchant_id: str, *, mode: Mode = Mode.TEST) -> list[CardSessionEvent]:
+    """One of every type: three default webhooks, two opt-in ones."""
+    return [
+        card_event(merchant_id, "card_session.created", mode=mode),
+        card_event(merchant_id, "card_session.completed", mode=mode),
+        card_event(merchant_id, "card_session.failed", mode=mode),
+        card_event(merchant_id, "card_session.expired", mode=mode),
+        card_event(merchant_id, "card_session.cancelled", mode=mode),
+    ]
+
+
+async def publish_cards(producer: AIOKafkaProducer, events: Sequence[CardSessionEvent]) -> None:
+    """As the outbox relay does: keyed by session id, ``event_type`` the class name."""
+    acks = [
+        await producer.send(
+            CARD_SESSIONS,
+            value=event.to_bytes(),
+            key=event.session_id.encode(),
+            headers=[("v", b"1"), ("event_type", type(event).__name__.encode())],
+        )
+        for event in events
+    ]
+    for ack in acks:
+        await ack
+
+
 async def deliveries(engine: AsyncEngine, endpoint_id: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -266,3 +353,45 @@ async def settle(engine: AsyncEngine, endpoint_id: str, count: int, timeout: flo
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(done)} of {count} deliveries settled: {rows}")
         await asyncio.sleep(0.05)
+
+
+FAKE_DNS: dict[str, list[str]] = {
+    "receiver.test": ["127.0.0.1"],
+    "internal.test": ["10.0.0.7"],
+    "metadata.test": ["169.254.169.254"],
+    "mixed.test": ["93.184.215.14", "192.168.1.20"],
+}
+"""Names the in-process notifier resolves without DNS (anything else goes to the system)."""
+
+
+async def fake_resolver(host: str, port: int) -> list[str]:
+    if host in FAKE_DNS:
+        return FAKE_DNS[host]
+    return await system_resolver(host, port)
+
+
+def notifier_settings(
+    database: Database, redis_server: RedisServer, kafka: KafkaServer, **over: Any
+) -> NotifierSettings:
+    values: dict[str, Any] = {
+        "database_url": database.url,
+        "redis_url": redis_server.url,
+        "kafka_bootstrap_servers": kafka.bootstrap_servers,
+        "env": "test",
+        "http_port": 0,
+        "batch_timeout_ms": 20,
+        "fetch_wait_ms": 50,
+        "retry_max_backoff": 0.5,
+        "shutdown_timeout": 5.0,
+        "poll_interval": 0.05,
+        "timeout": 1.0,
+        "lease": 5.0,
+        "retry_unit": 0.01,
+        "retry_jitter": 0.0,
+        "concurrency": 16,
+        "endpoint_concurrency": 2,
+        "allow_loopback": True,
+        "db_pool_size": 5,
+        **over,
+    }
+    return NotifierSettings.model_validate(values)

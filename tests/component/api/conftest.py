@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -11,25 +10,11 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.settings import ApiSettings
-from pago.common.enums import Token
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.support.api import (
-    Merchant,
-    api_settings,
-    empty_database,
-    running_app,
-    seed_merchant,
-)
-
-TEST_RATES = {
-    "USD": {Token.USDT: Decimal("0.99870000"), Token.USDC: Decimal("1.00010000")},
-    "EUR": {Token.USDT: Decimal("0.86000000"), Token.USDC: Decimal("0.86100000")},
-    "JPY": {Token.USDT: Decimal("155.12000000"), Token.USDC: Decimal("155.00000000")},
-    "KRW": {Token.USDT: Decimal("1385.50000000"), Token.USDC: Decimal("1385.00000000")},
-}
-"""Fiat units per 1 token; USD is deliberately not 1 (no hard-coded peg)."""
+from tests.support.api import TEST_RATES, Merchant, api_settings, running_app, seed_merchant
+from tests.support.database import empty_database
 
 
 @pytest.fixture(scope="session")

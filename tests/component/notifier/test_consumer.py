@@ -8,22 +8,18 @@ added field is no reason to refuse one); a redelivered batch creates no second d
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pago.common.db.schema import webhook_deliveries
-from pago.common.deadletter import DeadLetter, Reason
+from pago.common.deadletter import Reason
 from pago.common.enums import SessionStatus
 from pago.common.events import AnySessionEvent
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.notifier.consumer import FanOutFn, SessionEventHandler
 from pago.notifier.service import FanOut, fan_out
+from tests.component.notifier.support import Letters, RecordingPort, count
 from tests.support.notifier import (
     ALL_EVENTS,
     created,
@@ -43,47 +39,6 @@ def records(
     events: Sequence[AnySessionEvent], partition: int = 0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     return [record(partition, 100 + i, e.to_bytes()) for i, e in enumerate(events)]
-
-
-@dataclass
-class RecordingPort:
-    engine: AsyncEngine
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
-    rewinds: list[dict[TopicPartition, int]] = field(default_factory=list)
-    stored_at_commit: list[int] = field(default_factory=list)
-    rewind_fails: bool = False
-
-    async def fetch_more(self, max_records: int, timeout_ms: int) -> list[ConsumerRecord[Any, Any]]:
-        return []  # the notifier takes the poll's batch as it is
-
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        self.stored_at_commit.append(await count(self.engine))
-        self.commits.append(dict(offsets))
-
-    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if self.rewind_fails:
-            raise RuntimeError("the consumer cannot seek")
-        self.rewinds.append(dict(offsets))
-
-
-async def count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int(
-            (await conn.execute(select(func.count()).select_from(webhook_deliveries))).scalar_one()
-        )
-
-
-class Letters:
-    """Dead letters as the handler hands them over (the Kafka side is tested with the app)."""
-
-    def __init__(self) -> None:
-        self.sent: list[DeadLetter] = []
-        self.fail = False
-
-    async def send(self, letters: Sequence[DeadLetter]) -> None:
-        if self.fail:
-            raise KafkaConnectionError("the broker is unreachable")
-        self.sent.extend(letters)
 
 
 def handler(

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.contract.tron_node.conftest import USDT, Scene
+from tests.contract.tron_node.support import USDT, Scene
 from tests.support.tron_node import b58
 from tests.support.tron_node.encoding import APPROVAL_TOPIC, TRANSFER_TOPIC
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.contract.tron_node.conftest import Scene, recorded
 from tests.contract.tron_node.shapes import shape
+from tests.contract.tron_node.support import Scene, recorded
 from tests.support.tron_node import encoding as enc
 from tests.support.tron_node import key_of
 

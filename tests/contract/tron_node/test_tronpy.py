@@ -14,7 +14,7 @@ from tronpy.exceptions import BlockNotFound
 from tronpy.keys import to_base58check_address
 from tronpy.providers import HTTPProvider
 
-from tests.contract.tron_node.conftest import USDT, Scene
+from tests.contract.tron_node.support import USDT, Scene
 from tests.support.tron_node import b58
 
 T = TypeVar("T")

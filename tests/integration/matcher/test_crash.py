@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import checkout_sessions
 from pago.common.events import TransferObserved
 from pago.common.topics import CHAIN_TRANSFERS
-from tests.integration.matcher.conftest import publish
 from tests.integration.matcher.process import MatcherProcess
 from tests.support.kafka import caught_up
 from tests.support.matcher import (
@@ -27,6 +26,7 @@ from tests.support.matcher import (
     SessionSpec,
     evm_address,
     insert_merchant,
+    publish,
     transfer,
 )
 

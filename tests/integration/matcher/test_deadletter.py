@@ -30,10 +30,18 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.matcher.app import MatcherApp, create_app
-from tests.integration.matcher.conftest import eventually, matcher_settings, publish
 from tests.support.kafka import assert_committed_past, dead_letters, end_offsets, header_value
 from tests.support.kafka import caught_up as wait_caught_up
-from tests.support.matcher import USDT, SessionSpec, new_session, session_row, transfer
+from tests.support.matcher import (
+    USDT,
+    SessionSpec,
+    eventually,
+    matcher_settings,
+    new_session,
+    publish,
+    session_row,
+    transfer,
+)
 from tests.support.pg_proxy import PostgresProxy
 
 

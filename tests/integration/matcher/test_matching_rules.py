@@ -23,7 +23,6 @@ from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent, SessionUp
 from pago.common.topics import CHECKOUT_SESSIONS
 from pago.devstack.kafka_mock import KafkaServer
 from pago.matcher.app import MatcherApp
-from tests.integration.matcher.conftest import eventually, publish, scan
 from tests.support.goplus import FakeGoPlus
 from tests.support.kafka import read_topic
 from tests.support.matcher import (
@@ -31,10 +30,13 @@ from tests.support.matcher import (
     SANCTIONED_TRON,
     USDT,
     SessionSpec,
+    eventually,
     exceptions,
     insert_merchant,
     insert_session,
     new_session,
+    publish,
+    scan,
     session_row,
     transactions,
     transfer,

@@ -28,19 +28,17 @@ from pago.matcher import jobs
 from pago.matcher.app import MatcherApp
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.integration.matcher.conftest import (
-    TRANSFER_PARTITIONS,
-    eventually,
-    publish,
-    scan,
-)
 from tests.support.kafka import read_topic
 from tests.support.matcher import (
     BASE_URL,
     SANCTIONED_EVM,
+    TRANSFER_PARTITIONS,
     USDT,
+    eventually,
     exceptions,
     new_session,
+    publish,
+    scan,
     session_row,
     transactions,
     transfer,

@@ -9,9 +9,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.matcher.conftest import eventually, publish
 from tests.integration.matcher.process import MatcherProcess
-from tests.support.matcher import USDT, new_session, session_row, transfer
+from tests.support.matcher import USDT, eventually, new_session, publish, session_row, transfer
 from tests.support.processes import module, run_to_exit
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -19,50 +18,8 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.notifier.app import NotifierApp, create_app
-from pago.notifier.guard import system_resolver
-from pago.notifier.settings import NotifierSettings
+from tests.support.notifier import fake_resolver, notifier_settings
 from tests.support.receiver import Receiver
-
-FAKE_DNS: dict[str, list[str]] = {
-    "receiver.test": ["127.0.0.1"],
-    "internal.test": ["10.0.0.7"],
-    "metadata.test": ["169.254.169.254"],
-    "mixed.test": ["93.184.215.14", "192.168.1.20"],
-}
-"""Names the in-process notifier resolves without DNS (anything else goes to the system)."""
-
-
-async def fake_resolver(host: str, port: int) -> list[str]:
-    if host in FAKE_DNS:
-        return FAKE_DNS[host]
-    return await system_resolver(host, port)
-
-
-def notifier_settings(
-    database: Database, redis_server: RedisServer, kafka: KafkaServer, **over: Any
-) -> NotifierSettings:
-    values: dict[str, Any] = {
-        "database_url": database.url,
-        "redis_url": redis_server.url,
-        "kafka_bootstrap_servers": kafka.bootstrap_servers,
-        "env": "test",
-        "http_port": 0,
-        "batch_timeout_ms": 20,
-        "fetch_wait_ms": 50,
-        "retry_max_backoff": 0.5,
-        "shutdown_timeout": 5.0,
-        "poll_interval": 0.05,
-        "timeout": 1.0,
-        "lease": 5.0,
-        "retry_unit": 0.01,
-        "retry_jitter": 0.0,
-        "concurrency": 16,
-        "endpoint_concurrency": 2,
-        "allow_loopback": True,
-        "db_pool_size": 5,
-        **over,
-    }
-    return NotifierSettings.model_validate(values)
 
 
 @pytest.fixture(scope="module")

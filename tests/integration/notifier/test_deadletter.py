@@ -23,10 +23,15 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.notifier.app import NotifierApp, create_app
-from tests.integration.notifier.conftest import fake_resolver, notifier_settings
 from tests.support.kafka import assert_committed_past, dead_letters, end_offsets, header_value
 from tests.support.kafka import caught_up as wait_caught_up
-from tests.support.notifier import seed_endpoint, seed_merchant, updated
+from tests.support.notifier import (
+    fake_resolver,
+    notifier_settings,
+    seed_endpoint,
+    seed_merchant,
+    updated,
+)
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.receiver import Receiver, verify
 

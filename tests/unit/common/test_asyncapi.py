@@ -9,6 +9,8 @@ from typing import get_args
 from pago.common import asyncapi
 from pago.common.events import (
     AnySessionEvent,
+    CardProviderEventReceived,
+    CardSessionEvent,
     ChainScanned,
     CursorCommitted,
     TransferObserved,
@@ -20,6 +22,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "asyncapi.json"
 EVENTS = {
     *(t.__name__ for t in get_args(AnySessionEvent)),
     *(t.__name__ for t in (WatchAddress, TransferObserved, ChainScanned, CursorCommitted)),
+    *(t.__name__ for t in (CardSessionEvent, CardProviderEventReceived)),
 }
 
 
@@ -46,6 +49,8 @@ class TestDocument:
             "chain.watchlist": {"pago-api", "pago-matcher"},
             "chain.transfers": {"pago-watcher", "pago-api"},
             "chain.cursors": {"pago-watcher"},
+            "card.sessions": {"pago-api"},
+            "card.provider_events": {"pago-api"},
             "pago.deadletter": {"pago-matcher", "pago-notifier", "pago-watcher"},
         }
         assert _operations("receive") == {
@@ -53,6 +58,7 @@ class TestDocument:
             "chain.watchlist": {"pago-watcher"},
             "chain.transfers": {"pago-matcher"},
             "chain.cursors": {"pago-watcher"},
+            "card.sessions": {"pago-notifier"},
             "pago.deadletter": {"pago-dlq"},
         }
         assert set(_operations("send")) == {topic.name for topic in TOPICS}
@@ -65,3 +71,13 @@ class TestDocument:
         sessions = json.dumps(schemas["checkout.sessions:read-by-pago-notifier:Message:Payload"])
         for event in get_args(AnySessionEvent):
             assert f"#/components/schemas/{event.__name__}" in sessions
+
+    def test_card_sessions_carry_the_card_session_event(self) -> None:
+        doc = asyncapi.document()
+        schemas = doc["components"]["schemas"]
+        read = doc["components"]["messages"]["card.sessions:read-by-pago-notifier:SubscribeMessage"]
+        assert read["payload"] == {"$ref": "#/components/schemas/CardSessionEvent"}
+        letters = json.dumps(schemas["pago.deadletter:written-by-pago-notifier:Message:Payload"])
+        assert "#/components/schemas/CardSessionEvent" in letters
+        snapshot = schemas["CardSessionSnapshot"]["properties"]
+        assert snapshot["amount"] == {"$ref": "#/components/schemas/CardAmountSnapshot"}

@@ -12,8 +12,7 @@ from pago.api.settings import ApiSettings
 from pago.common.db.schema import checkout_sessions, outbox
 from pago.common.enums import Mode
 from pago.common.events import SESSION_EVENT_ADAPTER
-from tests.component.api.conftest import TEST_RATES
-from tests.support.api import Merchant, api_settings, crypto_body, running_app
+from tests.support.api import TEST_RATES, Merchant, api_settings, crypto_body, running_app
 
 URL = "/v1/checkout/sessions"
 TRON_TEST_RPC = "https://nile.trongrid.example/"

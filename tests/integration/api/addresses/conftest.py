@@ -3,7 +3,7 @@ suite's real Postgres, Redis and Kafka-protocol broker: the two halves of a pool
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,10 +13,8 @@ from pago.api.settings import ApiSettings
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
-from tests.support.api import api_settings, running_app
+from tests.support.api import SettingsFactory, api_settings, running_app
 from tests.support.matcher import BASE_URL
-
-SettingsFactory = Callable[..., ApiSettings]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from pago.api.admin import service as admin
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import payment_exceptions
 from pago.common.enums import ChainFamily, ExceptionKind, ExceptionStatus, Mode, SessionStatus
-from tests.integration.api.addresses.conftest import SettingsFactory
 from tests.integration.api.addresses.support import (
     DAY,
     URL,
@@ -32,7 +31,7 @@ from tests.integration.api.addresses.support import (
     pool_merchant,
     spec_of,
 )
-from tests.support.api import assert_error, running_app, solana_pubkeys
+from tests.support.api import SettingsFactory, assert_error, running_app, solana_pubkeys
 from tests.support.matcher import exceptions, session_row
 
 

@@ -25,9 +25,8 @@ from pago.common.db.schema import deposit_addresses
 from pago.common.enums import ChainFamily, Mode
 from pago.common.errors import ConfigError
 from pago.common.settings import Environment
-from tests.integration.api.addresses.conftest import SettingsFactory
 from tests.integration.api.addresses.support import create, created, pool_merchant
-from tests.support.api import assert_error, running_app, seed_merchant
+from tests.support.api import SettingsFactory, assert_error, running_app, seed_merchant
 
 
 def saved_keys(directory: Path, merchant_id: str, family: str) -> dict[str, str]:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.payment_exceptions.service import PaymentExceptionService
@@ -19,6 +16,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.matcher import jobs
+from tests.integration.api.payment_exceptions.support import Api, Worker
 from tests.support.api import (
     Merchant,
     api_settings,
@@ -41,21 +39,12 @@ async def merchant(db: AsyncEngine, settings: ApiSettings) -> Merchant:
     return await seed_merchant(db, settings)
 
 
-@dataclass
-class Api:
-    app: FastAPI
-    client: httpx.AsyncClient
-
-
 @pytest.fixture
 async def api(settings: ApiSettings) -> AsyncIterator[Api]:
     service = PaymentExceptionService(resolve_wait=3.0, poll_interval=0.02)
     async with running_app(settings) as (app, client):
         with services_replaced(app, payment_exceptions=service):
             yield Api(app, client)
-
-
-Worker = Callable[[], AbstractAsyncContextManager[None]]
 
 
 @pytest.fixture

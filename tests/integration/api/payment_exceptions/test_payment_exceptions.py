@@ -17,7 +17,7 @@ from pago.common.enums import Mode, Network, SessionStatus, Token, TransferStage
 from pago.common.events import SessionResolved
 from pago.matcher.domain import AmlVerdict
 from pago.matcher.service import TransferMatcher, sender
-from tests.integration.api.payment_exceptions.conftest import Api, Worker
+from tests.integration.api.payment_exceptions.support import Api, Worker
 from tests.support.api import Merchant, assert_error, seed_merchant, services_replaced
 from tests.support.matcher import (
     BASE_URL,

@@ -14,7 +14,7 @@ from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.sessions.repository import ListFilter, Scope, count_query, list_query
-from pago.common.db.schema import metadata
+from tests.support.database import empty_database
 
 MERCHANTS = 12
 PER_MERCHANT = 5_000
@@ -25,9 +25,8 @@ PER_MERCHANT = 5_000
 async def big_table(engine: AsyncEngine) -> AsyncEngine:
     """Built once for this module (the tests only read it); emptied first like ``db``."""
     db = engine
-    tables = ", ".join(t.name for t in metadata.sorted_tables)
+    await empty_database(db)
     async with db.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(
             text(
                 "INSERT INTO merchants (id, name) "

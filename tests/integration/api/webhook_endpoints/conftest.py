@@ -4,7 +4,6 @@ router, a receiver, and a delivery worker to send what the api queued (pings, re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -12,8 +11,6 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.settings import ApiSettings
-from pago.api.webhook_endpoints.service import WebhookEndpointService
-from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
@@ -22,12 +19,12 @@ from pago.notifier.guard import EgressPolicy, GuardedBackend, GuardedTransport
 from pago.notifier.schedule import RetryPolicy
 from pago.notifier.sender import Sender
 from pago.notifier.worker import DeliveryWorker
+from tests.integration.api.webhook_endpoints.support import webhook_settings
 from tests.support.api import (
     Merchant,
     api_settings,
     running_app,
     seed_merchant,
-    services_replaced,
 )
 from tests.support.receiver import Receiver
 
@@ -41,14 +38,6 @@ def settings(database: Database, redis_server: RedisServer, kafka: KafkaServer) 
 async def api(settings: ApiSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with running_app(settings) as (app, client):
         yield app, client
-
-
-@contextmanager
-def webhook_settings(app: FastAPI, **values: object) -> Iterator[None]:
-    """Run the webhook endpoints API with these settings (the environment is not read)."""
-    service = WebhookEndpointService(WebhookSettings.model_validate(values))
-    with services_replaced(app, webhook_endpoints=service):
-        yield
 
 
 @pytest.fixture

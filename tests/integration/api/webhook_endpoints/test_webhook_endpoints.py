@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.api.idempotency.durable import REDACTED
 from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.db.schema import idempotency_records, webhook_endpoints
-from pago.common.enums import Mode
+from pago.common.enums import Mode, WebhookEventType
 from pago.notifier.worker import DeliveryWorker
-from tests.integration.api.webhook_endpoints.conftest import webhook_settings
+from tests.integration.api.webhook_endpoints.support import webhook_settings
 from tests.support.api import Merchant, assert_error
 from tests.support.receiver import Receiver, Reply, verify
 
@@ -56,6 +56,9 @@ class TestCreate:
             "session.expired",
             "session.blocked",
             "session.resolved",
+            "card_session.completed",
+            "card_session.failed",
+            "card_session.expired",
         ]
         assert created["status"] == "enabled"
         assert created["livemode"] is False
@@ -97,8 +100,31 @@ class TestCreate:
         )
         assert opted["enabled_events"] == ["session.payment_reverted"]
 
+    async def test_card_session_created_and_cancelled_are_opt_in(
+        self, client: httpx.AsyncClient, merchant: Merchant
+    ) -> None:
+        default = await create(client, merchant, "https://shop.example/default")
+        assert "card_session.created" not in default["enabled_events"]
+        assert "card_session.cancelled" not in default["enabled_events"]
+        opted = await create(
+            client,
+            merchant,
+            "https://shop.example/cards",
+            enabled_events=["card_session.created", "card_session.cancelled"],
+        )
+        assert opted["enabled_events"] == ["card_session.created", "card_session.cancelled"]
+
+    async def test_the_openapi_document_lists_every_event_type(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        spec = (await client.get("/openapi.json")).json()
+        assert set(spec["components"]["schemas"]["WebhookEventType"]["enum"]) == {
+            event.value for event in WebhookEventType
+        } >= {"card_session.completed", "card_session.failed", "card_session.expired"}
+
     @pytest.mark.parametrize(
-        "events", [[], ["session.created"], ["payout.completed"], "session.completed"]
+        "events",
+        [[], ["session.created"], ["payout.completed"], ["card_session.paid"], "session.completed"],
     )
     async def test_unknown_or_no_events_are_refused(
         self, events: Any, client: httpx.AsyncClient, merchant: Merchant

@@ -28,7 +28,8 @@ DESCRIPTION = (
     "major schema version: a consumer refuses a record above what it reads) and `event_type` "
     "(the event's class name). Events evolve additively: ignore fields you do not know. "
     "Delivery is at-least-once; every consumer is idempotent (`checkout.sessions`: by "
-    "`event_id`; `chain.transfers`: by `(network, tx_hash, log_index)`)."
+    "`event_id`; `card.sessions`: by `event_id`; `chain.transfers`: by `(network, tx_hash, "
+    "log_index)`)."
 )
 SERVER = "kafka:9092"
 """A placeholder: each deployment names its own bootstrap servers."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pago.common.events import (
+    CardProviderEventReceived,
+    CardSessionEvent,
     ChainScanned,
     CursorCommitted,
     SessionEvent,
@@ -23,6 +25,8 @@ from pago.common.events import (
     WatchAddress,
 )
 from pago.common.topics import (
+    CARD_PROVIDER_EVENTS,
+    CARD_SESSIONS,
     CHAIN_CURSORS,
     CHAIN_TRANSFERS,
     CHAIN_WATCHLIST,
@@ -72,6 +76,13 @@ _SESSIONS_NOTE = (
     "transactional outbox only, after the change committed; at-least-once, so deduplicate by "
     "`event_id`."
 )
+_CARD_SESSIONS_NOTE = (
+    " Key: the card session's id (`sessionId`). Value: `CardSessionEvent`, `type` one of "
+    "`card_session.created`, `.completed`, `.failed`, `.expired`, `.cancelled`, with a stable "
+    "`event_id` and the card session snapshot (amounts in the currency's minor units beside its "
+    "exponent). Written from the transactional outbox only, in the transaction that moved the "
+    "session; at-least-once, so deduplicate by `event_id`."
+)
 _DEADLETTER_NOTE = (
     " Key and value: the original record's, unchanged (whatever bytes could not be processed);"
     " headers: the original ones plus `pago-dlq-topic`, `-partition`, `-offset`, `-timestamp`,"
@@ -93,6 +104,16 @@ NOTIFIER_SESSIONS = Subscription(
     payload=SessionEvent,
     description="Session events, fanned out into signed webhook deliveries and the hosted "
     "page's live feed." + _SESSIONS_NOTE,
+)
+NOTIFIER_CARD_SESSIONS = Subscription(
+    CARD_SESSIONS,
+    group_id="pago-notifier-cards",
+    reader="pago-notifier",
+    payload=CardSessionEvent,
+    description="Card session events, fanned out into signed webhook deliveries "
+    "(`card_session.completed`, `.failed`, `.expired`; `.created` and `.cancelled` only to "
+    "endpoints that list them). Its own consumer group, beside `checkout.sessions`' one."
+    + _CARD_SESSIONS_NOTE,
 )
 WATCHER_WATCHLIST = Subscription(
     CHAIN_WATCHLIST,
@@ -124,6 +145,7 @@ DLQ_REPLAY = Subscription(
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     MATCHER_TRANSFERS,
     NOTIFIER_SESSIONS,
+    NOTIFIER_CARD_SESSIONS,
     WATCHER_WATCHLIST,
     WATCHER_CURSORS,
     DLQ_REPLAY,
@@ -183,18 +205,41 @@ WATCHER_CURSORS_OUT = Publication(
     "`pago-covered` (per watch-list partition, the offset below which every address was "
     "checked up to the cursor).",
 )
+API_CARD_SESSIONS = Publication(
+    CARD_SESSIONS,
+    writer="pago-api",
+    payload=CardSessionEvent,
+    description="`card_session.created` when a card session is made at its provider; "
+    "`card_session.completed`, `.failed`, `.expired` or `.cancelled` when a provider webhook, a "
+    "status read or the expiry moves it (status precedence: a terminal status is never left)."
+    + _CARD_SESSIONS_NOTE,
+)
+API_CARD_PROVIDER_EVENTS = Publication(
+    CARD_PROVIDER_EVENTS,
+    writer="pago-api",
+    payload=CardProviderEventReceived,
+    description="Every provider webhook (Stripe, Adyen, PayPal), verified with the provider's "
+    "own scheme and seen for the first time (the inbox's unique `(provider, "
+    "provider_event_id)`), from the outbox in the transaction that recorded it, whether or not "
+    "it moved a session. Key: `session_id`. No Pago service reads it yet: it is the audit "
+    "trail, for analytics and reconciliation. 14 days.",
+)
 DEADLETTERS = tuple(
     Publication(
         DEADLETTER,
         writer=writer,
         payload=payload,
-        description=f"Records of `{source}` that {writer} could not process: undecodable, "
+        description=f"Records of {source} that {writer} could not process: undecodable, "
         "invalid, a newer major version, an unknown `event_type`, or poison." + _DEADLETTER_NOTE,
     )
     for writer, source, payload in (
-        ("pago-matcher", CHAIN_TRANSFERS, Transfers),
-        ("pago-notifier", CHECKOUT_SESSIONS, SessionEvent),
-        ("pago-watcher", CHAIN_WATCHLIST, WatchAddress),
+        ("pago-matcher", f"`{CHAIN_TRANSFERS}`", Transfers),
+        (
+            "pago-notifier",
+            f"`{CHECKOUT_SESSIONS}` and `{CARD_SESSIONS}`",
+            SessionEvent | CardSessionEvent,
+        ),
+        ("pago-watcher", f"`{CHAIN_WATCHLIST}`", WatchAddress),
     )
 )
 
@@ -206,5 +251,7 @@ PUBLICATIONS: tuple[Publication, ...] = (
     WATCHER_TRANSFERS,
     API_TRANSFERS,
     WATCHER_CURSORS_OUT,
+    API_CARD_SESSIONS,
+    API_CARD_PROVIDER_EVENTS,
     *DEADLETTERS,
 )

@@ -292,6 +292,29 @@ class BatchConsumer(Generic[E, R]):
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
 
+class ServiceHandler(Generic[E, R]):
+    """A service's steps in the loop: subclasses build ``self.consumer`` from their own
+    ``parse``/``apply``/``done`` and are what the service's app and broker hold."""
+
+    consumer: BatchConsumer[E, R]
+
+    @property
+    def on_halt(self) -> Callable[[], None]:
+        """Called once if the consumer must stop (the app sets it to its graceful stop)."""
+        return self.consumer.on_halt
+
+    @on_halt.setter
+    def on_halt(self, callback: Callable[[], None]) -> None:
+        self.consumer.on_halt = callback
+
+    def stop(self) -> None:
+        """Cut a retry wait short (SIGTERM); a batch being applied still finishes."""
+        self.consumer.stop()
+
+    async def handle(self, records: Sequence[Record], consumer: object) -> None:
+        await self.consumer.handle(records, consumer)
+
+
 async def _no_decoding(message: StreamMessage[Any]) -> None:
     """The consumer parses the raw records itself (dead-lettering a bad one); FastStream's
     default would JSON-decode every record first, for nothing — a third of the matcher's CPU."""
@@ -311,14 +334,12 @@ def build_broker(
     heartbeat_interval_ms: int,
     group_id: str | None = None,
 ) -> KafkaBroker:
-    """The FastStream broker with ``consumer`` as its one batch subscriber.
+    """The FastStream broker with ``consumer`` as its batch subscriber (``subscribe`` adds
+    another: a service reading a second topic in its own group).
 
     ``group_id`` overrides the subscription's (a test or a second deployment gets its own
     group); everything else the subscription declares is what the AsyncAPI document says.
     """
-    group = group_id or subscription.group_id
-    if group is None:
-        raise ValueError(f"{subscription.title}: an at-least-once consumer needs a group_id")
     broker = KafkaBroker(
         bootstrap_servers.split(","),
         client_id=client_id,
@@ -326,6 +347,37 @@ def build_broker(
         logger=logging.getLogger(f"{client_id.replace('-', '.')}.kafka"),
         log_level=logging.DEBUG,
     )
+    subscribe(
+        broker,
+        consumer,
+        subscription,
+        batch_size=batch_size,
+        batch_timeout_ms=batch_timeout_ms,
+        fetch_wait_ms=fetch_wait_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        group_id=group_id,
+    )
+    return broker
+
+
+def subscribe(
+    broker: KafkaBroker,
+    consumer: BatchConsumer[Any, Any],
+    subscription: Subscription,
+    *,
+    batch_size: int,
+    batch_timeout_ms: int,
+    fetch_wait_ms: int,
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    group_id: str | None = None,
+) -> None:
+    """``consumer`` as a batch subscriber of ``broker`` to ``subscription``'s topic: its own
+    Kafka consumer and group, committing only its own offsets."""
+    group = group_id or subscription.group_id
+    if group is None:
+        raise ValueError(f"{subscription.title}: an at-least-once consumer needs a group_id")
     subscriber = broker.subscriber(
         subscription.topic,
         group_id=group,
@@ -347,5 +399,3 @@ def build_broker(
     @subscriber
     async def on_batch(message: KafkaMessage) -> None:
         await consumer.handle(message.raw_message, message.consumer)
-
-    return broker

@@ -92,6 +92,13 @@ class WebhookEventType(StrEnum):
     SESSION_UNDERPAID = "session.underpaid"
     SESSION_PAYMENT_DETECTED = "session.payment_detected"
     SESSION_PAYMENT_REVERTED = "session.payment_reverted"
+    CARD_SESSION_COMPLETED = "card_session.completed"
+    CARD_SESSION_FAILED = "card_session.failed"
+    CARD_SESSION_EXPIRED = "card_session.expired"
+    CARD_SESSION_CREATED = "card_session.created"
+    """Opt-in, like ``session.underpaid``: a merchant learns of creation from its own 201."""
+    CARD_SESSION_CANCELLED = "card_session.cancelled"
+    """Opt-in: a cancellation is the merchant's own act (or its customer's, at the provider)."""
 
 
 class DeliveryStatus(StrEnum):

@@ -29,6 +29,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CHAIN_WATCHLIST, partitions=12, compacted=True, retention_ms=-1),
     TopicSpec(CHAIN_TRANSFERS, partitions=12, compacted=False, retention_ms=14 * 86_400_000),
     TopicSpec(CHAIN_CURSORS, partitions=1, compacted=True, retention_ms=-1),
+    TopicSpec(CARD_SESSIONS, partitions=12, compacted=False, retention_ms=7 * 86_400_000),
+    # 14 days, like chain.transfers: the raw provider notifications are the audit trail a
+    # reconciliation replays from, so they outlive the session events they caused.
+    TopicSpec(CARD_PROVIDER_EVENTS, partitions=12, compacted=False, retention_ms=14 * 86_400_000),
     # 30 days: longer than any source topic keeps the original, so nothing ages out of the
     # dead-letter topic before the record it stands for.
     TopicSpec(DEADLETTER, partitions=1, compacted=False, retention_ms=30 * 86_400_000),

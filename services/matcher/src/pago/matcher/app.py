@@ -37,6 +37,7 @@ from pago.matcher.settings import MatcherSettings
 
 log = logging.getLogger(__name__)
 
+
 def build_screener(
     settings: MatcherSettings, redis: Redis, http: httpx.AsyncClient | None
 ) -> Screener:

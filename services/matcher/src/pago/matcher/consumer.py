@@ -39,6 +39,7 @@ from pago.common.consumer import (
     BatchConsumer,
     ConsumerMetrics,
     ConsumerPort,
+    ServiceHandler,
     port_for,
 )
 from pago.common.deadletter import DeadLetterSink
@@ -59,7 +60,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class TransferBatchHandler:
+class TransferBatchHandler(ServiceHandler[ChainRecord, BatchOutcome]):
     """The matcher's steps in the shared batch consumer."""
 
     def __init__(
@@ -85,7 +86,7 @@ class TransferBatchHandler:
         self._batch_size = batch_size
         self._top_up_ms = top_up_ms
         self._clock = clock
-        self.consumer: BatchConsumer[ChainRecord, BatchOutcome] = BatchConsumer(
+        self.consumer = BatchConsumer(
             parse=self._parse,
             apply=self._apply,
             done=self._done,
@@ -97,22 +98,6 @@ class TransferBatchHandler:
             port=port,
             on_halt=on_halt,
         )
-
-    @property
-    def on_halt(self) -> Callable[[], None]:
-        """Called once if the consumer must stop (the app sets it to its graceful stop)."""
-        return self.consumer.on_halt
-
-    @on_halt.setter
-    def on_halt(self, callback: Callable[[], None]) -> None:
-        self.consumer.on_halt = callback
-
-    def stop(self) -> None:
-        """Cut a retry wait short (SIGTERM); a batch being applied still finishes."""
-        self.consumer.stop()
-
-    async def handle(self, records: Sequence[ConsumerRecord[Any, Any]], consumer: object) -> None:
-        await self.consumer.handle(records, consumer)
 
     def _parse(self, record: ConsumerRecord[Any, Any]) -> ChainRecord:
         return decode(record, supported=self._schema_version)

@@ -3,8 +3,9 @@
 ``create_app(settings)`` wires the real adapters; tests call it with other arguments (a
 resolver that answers chosen addresses, a fixed clock, a seeded random source) instead of
 patching. A process runs the ``checkout.sessions`` consumer (FastStream), which also feeds
-the hosted page's live feed in Redis; the delivery worker; a backlog sampler; and the
-health/metrics endpoint.
+the hosted page's live feed in Redis, and the ``card.sessions`` consumer beside it on the same
+broker (its own group); the delivery worker; a backlog sampler; and the health/metrics
+endpoint.
 
 Stopping (SIGTERM/SIGINT): consuming stops first — the batch in flight finishes, is stored and
 its offsets committed —, then the worker claims nothing more and waits for the requests in
@@ -30,7 +31,7 @@ from pago.common.deadletter import DeadLetterWriter
 from pago.common.health import HealthServer
 from pago.common.redis import create_redis
 from pago.notifier.clients import PerEndpointClients
-from pago.notifier.consumer import SessionEventHandler, build_broker
+from pago.notifier.consumer import CardSessionEventHandler, SessionEventHandler, build_broker
 from pago.notifier.guard import (
     EgressPolicy,
     GuardedBackend,
@@ -59,6 +60,7 @@ class NotifierApp:
         redis: Redis | None,
         worker: DeliveryWorker,
         handler: SessionEventHandler,
+        cards: CardSessionEventHandler,
         broker: KafkaBroker,
         deadletters: DeadLetterWriter,
     ) -> None:
@@ -68,6 +70,7 @@ class NotifierApp:
         self.redis = redis
         self.worker = worker
         self.handler = handler
+        self.cards = cards
         self.broker = broker
         self.deadletters = deadletters
         self.health = HealthServer(settings.http_port, ready=self.ready)
@@ -76,6 +79,7 @@ class NotifierApp:
         self._worker_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         handler.on_halt = self.request_stop
+        cards.on_halt = self.request_stop
 
     def ready(self) -> bool:
         worker_alive = self._worker_task is not None and not self._worker_task.done()
@@ -85,6 +89,7 @@ class NotifierApp:
         """Begin a graceful stop: safe to call from a signal handler."""
         self._stopping.set()
         self.handler.stop()
+        self.cards.stop()
 
     async def start(self) -> None:
         await self.health.start()
@@ -98,7 +103,11 @@ class NotifierApp:
         self._sampler = asyncio.create_task(self._sample(), name="pago-notifier-sampler")
         log.info(
             "notifier started",
-            extra={"http_port": self.health.port, "group_id": self.settings.group_id},
+            extra={
+                "http_port": self.health.port,
+                "group_id": self.settings.group_id,
+                "card_group_id": self.settings.card_group,
+            },
         )
 
     async def stop(self) -> None:
@@ -211,9 +220,18 @@ def create_app(
         max_backoff=settings.retry_max_backoff,
         live=LiveFeed(redis) if redis is not None else None,
     )
+    # One dead-letter writer for both topics: a letter's headers name its source topic.
+    cards = CardSessionEventHandler(
+        engine,
+        on_stored=worker.wake,
+        deadletters=deadletters,
+        max_backoff=settings.retry_max_backoff,
+    )
     broker = build_broker(
         settings.kafka_bootstrap_servers,
         handler,
+        cards=cards,
+        card_group_id=settings.card_group,
         group_id=settings.group_id,
         batch_size=settings.batch_size,
         batch_timeout_ms=settings.batch_timeout_ms,
@@ -229,6 +247,7 @@ def create_app(
         redis=redis,
         worker=worker,
         handler=handler,
+        cards=cards,
         broker=broker,
         deadletters=deadletters,
     )

@@ -1,4 +1,5 @@
-"""The ``checkout.sessions`` consumer: deliveries are stored before the offsets move.
+"""The ``checkout.sessions`` and ``card.sessions`` consumers: deliveries are stored before the
+offsets move.
 
 The loop — parse, store in one transaction, dead letters acknowledged, then commit exactly the
 batch's offsets; on an error roll back, rewind what it still owns and back off, or halt when it
@@ -17,6 +18,13 @@ the offsets itself rather than FastStream's ack policies). What is the notifier'
 A crash between the database commit and the offset commit redelivers the batch; the
 ``(endpoint_id, event_id)`` unique constraint turns it into a no-op. So each event reaches each
 endpoint's queue exactly once.
+
+``card.sessions`` is a second ``BatchConsumer`` (``CardSessionEventHandler``) subscribed on the
+same broker in its own consumer group, rather than one subscriber on both topics dispatching by
+topic: a ``Subscription`` is one group reading one topic (what the AsyncAPI document declares),
+each topic keeps its own typed parse and fan-out with no union to dispatch on, and a card batch
+that keeps failing (its backoff, its one-event-at-a-time isolation after a poison error) never
+holds the checkout webhooks back, nor they it. Card events have no hosted-page live feed.
 """
 
 from __future__ import annotations
@@ -29,22 +37,24 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.common import consumer as shared
-from pago.common.channels import NOTIFIER_SESSIONS
+from pago.common.channels import NOTIFIER_CARD_SESSIONS, NOTIFIER_SESSIONS
 from pago.common.consumer import (
     FIRST_BACKOFF,
     Applied,
     BatchConsumer,
     ConsumerMetrics,
     ConsumerPort,
+    ServiceHandler,
     port_for,
 )
 from pago.common.deadletter import DeadLetterSink, Reason, Rejected, decode, header
-from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent
+from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent, CardSessionEvent
 from pago.notifier import metrics
 from pago.notifier.live import LiveFeed
-from pago.notifier.service import FanOut, fan_out
+from pago.notifier.service import FanOut, fan_out, fan_out_cards
 
 FanOutFn = Callable[[AsyncConnection, Sequence[AnySessionEvent]], Awaitable[FanOut]]
+CardFanOutFn = Callable[[AsyncConnection, Sequence[CardSessionEvent]], Awaitable[FanOut]]
 EVENT_TYPES = frozenset(
     name.encode()
     for t in get_args(AnySessionEvent)
@@ -52,6 +62,16 @@ EVENT_TYPES = frozenset(
 )
 """The ``event_type`` headers of ``checkout.sessions`` this notifier reads, spelled as the outbox
 writes them (the class name) or as the event's ``type``; a record without the header is read."""
+
+CARD_EVENT_TYPES = frozenset(
+    name.encode()
+    for name in (
+        CardSessionEvent.__name__,
+        *get_args(CardSessionEvent.model_fields["type"].annotation),
+    )
+)
+"""The ``event_type`` headers of ``card.sessions`` this notifier reads: the class name (what the
+outbox writes by default) or one of the event's ``type`` values; a record without it is read."""
 
 METRICS = ConsumerMetrics(
     batch_failures=metrics.BATCH_FAILURES, commit_failures=metrics.COMMIT_FAILURES
@@ -65,7 +85,14 @@ def parse(record: ConsumerRecord[Any, Any]) -> AnySessionEvent:
     return decode(record, SESSION_EVENT_ADAPTER.validate_json)
 
 
-class SessionEventHandler:
+def parse_card(record: ConsumerRecord[Any, Any]) -> CardSessionEvent:
+    event_type = header(record, "event_type")
+    if event_type is not None and event_type not in CARD_EVENT_TYPES:
+        raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
+    return decode(record, CardSessionEvent.model_validate_json)
+
+
+class SessionEventHandler(ServiceHandler[AnySessionEvent, FanOut]):
     """The notifier's steps in the shared batch consumer."""
 
     def __init__(
@@ -85,7 +112,7 @@ class SessionEventHandler:
         self._fan_out = fan_out
         self._live = live
         self._on_stored = on_stored
-        self.consumer: BatchConsumer[AnySessionEvent, FanOut] = BatchConsumer(
+        self.consumer = BatchConsumer(
             parse=parse,
             apply=self._store,
             done=self._done,
@@ -96,22 +123,6 @@ class SessionEventHandler:
             port=port,
             on_halt=on_halt,
         )
-
-    @property
-    def on_halt(self) -> Callable[[], None]:
-        """Called once if the consumer must stop (the app sets it to its graceful stop)."""
-        return self.consumer.on_halt
-
-    @on_halt.setter
-    def on_halt(self, callback: Callable[[], None]) -> None:
-        self.consumer.on_halt = callback
-
-    def stop(self) -> None:
-        """Cut a retry wait short (SIGTERM); a batch being stored still finishes."""
-        self.consumer.stop()
-
-    async def handle(self, records: Sequence[ConsumerRecord[Any, Any]], consumer: object) -> None:
-        await self.consumer.handle(records, consumer)
 
     async def _store(self, events: Sequence[AnySessionEvent]) -> FanOut:
         async with self._engine.begin() as conn:
@@ -129,10 +140,56 @@ class SessionEventHandler:
             await self._live.publish(applied.events)  # best effort; never holds offsets back
 
 
+class CardSessionEventHandler(ServiceHandler[CardSessionEvent, FanOut]):
+    """The notifier's steps for ``card.sessions`` in the shared batch consumer."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        on_stored: Callable[[], None],
+        deadletters: DeadLetterSink,
+        max_backoff: float = 30.0,
+        first_backoff: float = FIRST_BACKOFF,
+        port: Callable[[object], ConsumerPort] = port_for,
+        fan_out: CardFanOutFn = fan_out_cards,
+        on_halt: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._fan_out = fan_out
+        self._on_stored = on_stored
+        self.consumer = BatchConsumer(
+            parse=parse_card,
+            apply=self._store,
+            done=self._done,
+            deadletters=deadletters,
+            metrics=METRICS,
+            max_backoff=max_backoff,
+            first_backoff=first_backoff,
+            port=port,
+            on_halt=on_halt,
+        )
+
+    async def _store(self, events: Sequence[CardSessionEvent]) -> FanOut:
+        async with self._engine.begin() as conn:
+            return await self._fan_out(conn, events)
+
+    async def _done(self, applied: Applied[CardSessionEvent, FanOut]) -> None:
+        stored = sum(result.events for result in applied.results)
+        deliveries = sum(result.deliveries for result in applied.results)
+        metrics.CARD_EVENTS.labels("webhook").inc(stored)
+        metrics.CARD_EVENTS.labels("ignored").inc(len(applied.events) - stored)
+        if deliveries:
+            metrics.DELIVERIES_CREATED.inc(deliveries)
+            self._on_stored()
+
+
 def build_broker(
     bootstrap_servers: str,
     handler: SessionEventHandler,
     *,
+    cards: CardSessionEventHandler | None = None,
+    card_group_id: str | None = None,
     group_id: str,
     batch_size: int,
     batch_timeout_ms: int,
@@ -141,8 +198,9 @@ def build_broker(
     session_timeout_ms: int,
     heartbeat_interval_ms: int,
 ) -> KafkaBroker:
-    """The FastStream broker with the notifier's one subscriber."""
-    return shared.build_broker(
+    """The FastStream broker with the notifier's subscribers: ``checkout.sessions`` in
+    ``group_id``, and ``card.sessions`` in ``card_group_id`` when ``cards`` is given."""
+    broker = shared.build_broker(
         bootstrap_servers,
         handler.consumer,
         NOTIFIER_SESSIONS,
@@ -155,3 +213,16 @@ def build_broker(
         heartbeat_interval_ms=heartbeat_interval_ms,
         group_id=group_id,
     )
+    if cards is not None:
+        shared.subscribe(
+            broker,
+            cards.consumer,
+            NOTIFIER_CARD_SESSIONS,
+            batch_size=batch_size,
+            batch_timeout_ms=batch_timeout_ms,
+            fetch_wait_ms=fetch_wait_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            group_id=card_group_id,
+        )
+    return broker

@@ -11,6 +11,12 @@ EVENTS = Counter(
 )
 """``result``: webhook (maps to a webhook type), ignored (no webhook), invalid (dead-lettered:
 see ``pago_deadletter_records_total``)."""
+CARD_EVENTS = Counter(
+    "pago_notifier_card_events_total",
+    "card.sessions records read, by what became of them",
+    ["result"],
+)
+"""``result``: webhook (a card session webhook type), ignored (not a change of status)."""
 DELIVERIES_CREATED = Counter(
     "pago_notifier_deliveries_created_total", "Deliveries queued by fan-out"
 )

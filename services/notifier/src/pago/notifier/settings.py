@@ -35,6 +35,11 @@ class NotifierSettings(CommonSettings):
     group_id: str = Field(default="pago-notifier", min_length=1, alias="PAGO_NOTIFIER_GROUP_ID")
     """Kafka consumer group of ``checkout.sessions``. Replicas share it; change it only to run
     a second, independent notifier (it then reads the topic from the oldest retained event)."""
+    card_group_id: str | None = Field(
+        default=None, min_length=1, alias="PAGO_NOTIFIER_CARD_GROUP_ID"
+    )
+    """Kafka consumer group of ``card.sessions``; unset: ``<group_id>-cards``
+    (``pago-notifier-cards``), so a second notifier with its own ``group_id`` gets its own."""
     batch_size: int = Field(default=500, ge=1, le=10_000, alias="PAGO_NOTIFIER_BATCH_SIZE")
     """Most session events fanned out in one database transaction."""
     batch_timeout_ms: int = Field(default=50, ge=1, le=10_000, alias="PAGO_NOTIFIER_BATCH_WAIT_MS")
@@ -109,3 +114,8 @@ class NotifierSettings(CommonSettings):
         if self.allow_loopback is not None:
             return self.allow_loopback
         return self.env is Environment.DEVELOPMENT
+
+    @property
+    def card_group(self) -> str:
+        """The consumer group of ``card.sessions``."""
+        return self.card_group_id or f"{self.group_id}-cards"

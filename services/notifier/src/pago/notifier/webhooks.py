@@ -12,6 +12,11 @@ id, so every redelivery of it — from Kafka or from the retry schedule — carr
   reverted by a reorg deeper than the confirmation depth;
 - ``session.resolved`` → ``session.resolved``;
 - ``session.created`` and every other update (confirmations, a second partial payment) → none.
+
+Card sessions (``card.sessions``): each ``CardSessionEvent`` is the webhook of its own ``type``
+(``card_session.completed``, ``.failed``, ``.expired``; ``.created`` and ``.cancelled`` too, but
+no endpoint receives those unless it listed them), except an event whose ``previous_status`` is
+already its status — not a change, so no webhook.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 from pago.common.enums import SessionStatus, WebhookEventType
 from pago.common.events import (
     AnySessionEvent,
+    CardAmountSnapshot,
+    CardSessionEvent,
     SessionPaymentDetected,
     SessionPaymentReverted,
     SessionResolved,
@@ -72,5 +79,60 @@ def session_payload(event: AnySessionEvent, event_type: WebhookEventType) -> byt
             "event_type": event_type.value,
             "created": int(event.occurred_at.timestamp()),
             "data": {"object": "checkout_session", **event.session.model_dump(mode="json")},
+        }
+    )
+
+
+def card_webhook_event_type(event: CardSessionEvent) -> WebhookEventType | None:
+    """The webhook a card session event raises, or ``None`` (see the module docstring)."""
+    if event.previous_status is not None and event.previous_status is event.session.status:
+        return None
+    return WebhookEventType(event.type)
+
+
+def minor_units_text(units: int, exponent: int) -> str:
+    """``units`` of a currency with ``exponent`` minor digits as a decimal string showing all of
+    them (AUD 14076 → ``"140.76"``, JPY 1400 → ``"1400"``, KWD 1250 → ``"1.250"``): integer
+    arithmetic only, never a float."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**exponent)
+    return f"{sign}{whole}" if exponent == 0 else f"{sign}{whole}.{frac:0{exponent}d}"
+
+
+def _card_amount(amount: CardAmountSnapshot) -> dict[str, str]:
+    return {
+        "currency": amount.currency,
+        "total": minor_units_text(amount.total, amount.exponent),
+        "shipping": minor_units_text(amount.shipping, amount.exponent),
+        "tax": minor_units_text(amount.tax, amount.exponent),
+    }
+
+
+def card_session_payload(event: CardSessionEvent, event_type: WebhookEventType) -> bytes:
+    """``{"id", "event_type", "created", "data": {"object": "card_session", …}}``.
+
+    ``data`` is the card session in the card API's camelCase (``sessionId``, ``orderReference``,
+    …), its amounts as decimal strings with the currency's exponent, times RFC 3339 UTC as in
+    every other webhook; ``created`` is when the change happened (unix seconds).
+    """
+    session = event.session.model_dump(mode="json")
+    return encode(
+        {
+            "id": event.event_id,
+            "event_type": event_type.value,
+            "created": int(event.occurred_at.timestamp()),
+            "data": {
+                "object": "card_session",
+                "sessionId": session["session_id"],
+                "orderReference": session["order_reference"],
+                "status": session["status"],
+                "amount": _card_amount(event.session.amount),
+                "provider": session["provider"],
+                "providerReference": session["provider_reference"],
+                "checkoutUrl": session["checkout_url"],
+                "expiresAt": session["expires_at"],
+                "createdAt": session["created_at"],
+                "updatedAt": session["updated_at"],
+            },
         }
     )

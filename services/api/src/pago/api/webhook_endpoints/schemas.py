@@ -16,9 +16,13 @@ DEFAULT_EVENTS: tuple[WebhookEventType, ...] = (
     WebhookEventType.SESSION_EXPIRED,
     WebhookEventType.SESSION_BLOCKED,
     WebhookEventType.SESSION_RESOLVED,
+    WebhookEventType.CARD_SESSION_COMPLETED,
+    WebhookEventType.CARD_SESSION_FAILED,
+    WebhookEventType.CARD_SESSION_EXPIRED,
 )
 """What an endpoint receives when it does not list events; ``session.underpaid``,
-``session.payment_detected`` and ``session.payment_reverted`` are opt-in."""
+``session.payment_detected``, ``session.payment_reverted``, ``card_session.created`` and
+``card_session.cancelled`` are opt-in."""
 
 PING_EVENT_TYPE = "webhook.ping"
 
@@ -32,8 +36,9 @@ EnabledEvents = Annotated[
     Field(
         min_length=1,
         max_length=len(WebhookEventType),
-        description="The events to send. `session.underpaid`, `session.payment_detected` and "
-        "`session.payment_reverted` are sent only to endpoints that list them.",
+        description="The events to send. `session.underpaid`, `session.payment_detected`, "
+        "`session.payment_reverted`, `card_session.created` and `card_session.cancelled` are "
+        "sent only to endpoints that list them.",
     ),
     AfterValidator(_unique),
 ]
