@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bench import (
+    card_scorer,
     kafka_mock,
     matcher_drain,
     notifier_fanout,
@@ -28,6 +29,7 @@ BENCHES: dict[str, Bench] = {
     "tron_watcher": tron_watcher.run,
     "solana_watcher": solana_watcher.run,
     "kafka_mock": kafka_mock.run,
+    "card_scorer": card_scorer.run,
 }
 
 

@@ -597,4 +597,35 @@ card_webhook_inbox = Table(
     Column("payload_sha256", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     comment="verified provider webhooks, deduplicated on (provider, provider_event_id)",
+
+card_route_stats = Table(
+    "card_route_stats",
+    metadata,
+    Column("currency", Text, primary_key=True, comment="ISO 4217 alphabetic"),
+    Column("country", Text, primary_key=True, comment="billing ISO 3166-1 alpha-2"),
+    Column("provider", Text, primary_key=True),
+    Column(
+        "window_start",
+        DateTime(timezone=True),
+        primary_key=True,
+        comment="the hour (UTC, truncated) the counts happened in",
+    ),
+    Column(
+        "attempts",
+        BigInteger,
+        nullable=False,
+        server_default=text("0"),
+        comment="provider checkouts created (payers sent to the provider)",
+    ),
+    Column("completed", BigInteger, nullable=False, server_default=text("0")),
+    Column(
+        "failed",
+        BigInteger,
+        nullable=False,
+        server_default=text("0"),
+        comment="declined or expired at the provider",
+    ),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_card_route_stats_window", "window_start"),
+    comment="what routing's conversion component learns from: one row per route and hour",
 )
