@@ -271,6 +271,64 @@ async def _pool_depth(conn: AsyncConnection, a: argparse.Namespace, s: AdminSett
     return _table(rows, _DEPTH_COLUMNS) + "\n" + footer
 
 
+async def _oauth_create(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    new = await service.create_oauth_client(
+        conn, a.merchant, mode=Mode(a.mode), pepper=s.pepper, scopes=a.scope, label=a.label
+    )
+    print(
+        f"{PROG}: client {new.client_id} — store its secret now, it is shown only once",
+        file=sys.stderr,
+    )
+    return new if a.json else f"{new.client_id}\n{new.client_secret}"
+
+
+async def _oauth_create_external(
+    conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings
+) -> Any:
+    new = await service.create_external_oauth_client(
+        conn,
+        a.merchant,
+        mode=Mode(a.mode),
+        issuer=a.issuer,
+        subject=a.subject,
+        scopes=a.scope,
+        label=a.label,
+    )
+    if a.issuer not in s.oauth_trusted_issuers:
+        print(
+            f"{PROG}: warning: {a.issuer} is not in PAGO_OAUTH_TRUSTED_ISSUERS here; the api "
+            "accepts its tokens only once it is there",
+            file=sys.stderr,
+        )
+    return new if a.json else new.client_id
+
+
+async def _oauth_list(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    rows = await service.list_oauth_clients(conn, a.merchant)
+    columns = (
+        "id",
+        "merchant_id",
+        "mode",
+        "scopes",
+        "secret_hint",
+        "external_issuer",
+        "external_subject",
+        "created_at",
+        "revoked_at",
+    )
+    return rows if a.json else _table(rows, columns)
+
+
+async def _oauth_revoke(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    revoked_at = await service.revoke_oauth_client(conn, a.client_id)
+    return {"id": a.client_id, "revoked_at": revoked_at} if a.json else f"{a.client_id} revoked"
+
+
+async def _oauth_key_rotate(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    kid = await service.rotate_oauth_key(conn, s)
+    return {"kid": kid} if a.json else kid
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -283,7 +341,8 @@ _GUARD_HELP = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Administer Pago: merchants, sub-merchants, API keys, fees, xpubs, pools.",
+        description="Administer Pago: merchants, sub-merchants, API keys, fees, xpubs, pools, "
+        "OAuth clients and signing keys.",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -375,6 +434,34 @@ def _parser() -> argparse.ArgumentParser:
         "available, cooling, held and leased addresses of every pool (or one merchant's)",
     )
     depth.add_argument("merchant", nargs="?", help="only this merchant's pools")
+    oauth = group("oauth-client", "OAuth clients of the card API (POST /oauth/token)")
+    scope_help = "allowed scope (repeatable or space-separated; default: all)"
+    ocreate = command(
+        oauth, "create", _oauth_create, "create a client; prints its id and secret (only once)"
+    )
+    ocreate.add_argument("--merchant", required=True, help="merchant id")
+    ocreate.add_argument("--mode", required=True, choices=modes)
+    ocreate.add_argument("--scope", action="append", help=scope_help)
+    ocreate.add_argument("--label")
+    oext = command(
+        oauth,
+        "create-external",
+        _oauth_create_external,
+        "register a client of a trusted OIDC issuer by its tokens' iss and sub; prints its id",
+    )
+    oext.add_argument("--merchant", required=True, help="merchant id")
+    oext.add_argument("--mode", required=True, choices=modes)
+    oext.add_argument("--issuer", required=True, help="the issuer URL (its tokens' iss)")
+    oext.add_argument("--subject", required=True, help="its tokens' sub")
+    oext.add_argument("--scope", action="append", help=scope_help)
+    oext.add_argument("--label")
+    olist = command(oauth, "list", _oauth_list, "list clients (secret hints only)")
+    olist.add_argument("--merchant", help="only this merchant's clients")
+    command(oauth, "revoke", _oauth_revoke, "revoke a client (no new tokens)").add_argument(
+        "client_id"
+    )
+    okey = group("oauth-key", "the card API's token-signing keys")
+    command(okey, "rotate", _oauth_key_rotate, "create a new signing key now; prints its kid")
     return parser
 
 

@@ -16,6 +16,7 @@ from pago.common.db.schema import (
     deposit_addresses,
     deposit_xpubs,
     merchants,
+    oauth_clients,
     sub_merchants,
 )
 
@@ -240,3 +241,49 @@ async def known_addresses(
         deposit_addresses.c.address.in_(addresses),
     )
     return {row.address for row in await conn.execute(query)}
+
+
+# --- OAuth clients (the card API) -----------------------------------------------------------
+
+
+async def insert_oauth_client(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(insert(oauth_clients).values(**values))
+
+
+async def external_client_exists(conn: AsyncConnection, issuer: str, subject: str) -> bool:
+    query = select(oauth_clients.c.id).where(
+        oauth_clients.c.external_issuer == issuer, oauth_clients.c.external_subject == subject
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+async def list_oauth_clients(
+    conn: AsyncConnection, merchant_id: str | None
+) -> list[dict[str, Any]]:
+    query = select(
+        oauth_clients.c.id,
+        oauth_clients.c.merchant_id,
+        oauth_clients.c.mode,
+        oauth_clients.c.scopes,
+        oauth_clients.c.secret_hint,
+        oauth_clients.c.external_issuer,
+        oauth_clients.c.external_subject,
+        oauth_clients.c.label,
+        oauth_clients.c.created_at,
+        oauth_clients.c.revoked_at,
+    ).order_by(oauth_clients.c.created_at, oauth_clients.c.id)
+    if merchant_id is not None:
+        query = query.where(oauth_clients.c.merchant_id == merchant_id)
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def revoke_oauth_client(conn: AsyncConnection, client_id: str, now: datetime) -> str | None:
+    """Revoke; returns the revocation time (the earlier one if it already was), None if unknown."""
+    statement = (
+        update(oauth_clients)
+        .where(oauth_clients.c.id == client_id)
+        .values(revoked_at=func.coalesce(oauth_clients.c.revoked_at, now))
+        .returning(oauth_clients.c.revoked_at)
+    )
+    row = (await conn.execute(statement)).first()
+    return None if row is None else row.revoked_at.isoformat()

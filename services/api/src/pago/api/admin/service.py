@@ -20,6 +20,15 @@ from pago.api.addresses.codec import AddressError, derivable, normalize_address,
 from pago.api.admin import repository
 from pago.api.auth.keys import SUB_MERCHANT_CODE, generate_key, hash_key, key_hint
 from pago.api.ids import new_id
+from pago.api.oauth import keyring
+from pago.api.oauth.credentials import (
+    KNOWN_SCOPES,
+    generate_client_id,
+    generate_client_secret,
+    hash_client_secret,
+    secret_hint,
+)
+from pago.api.oauth.settings import OAuthSettings
 from pago.api.validation import http_url
 from pago.common.enums import ChainFamily, Mode
 
@@ -397,3 +406,125 @@ async def pool_depth(
         }
         for d in depths
     ]
+
+
+# --- OAuth clients and signing keys (the card API) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewOAuthClient:
+    client_id: str
+    client_secret: str | None
+    """Shown once, stored only as its HMAC; None for a client of an external issuer."""
+    merchant_id: str
+    mode: Mode
+    scopes: list[str]
+
+
+def _scopes(scopes: Iterable[str] | None) -> list[str]:
+    if scopes is None:
+        return sorted(KNOWN_SCOPES)
+    chosen = sorted({s for scope in scopes for s in scope.split()})
+    unknown = [s for s in chosen if s not in KNOWN_SCOPES]
+    if unknown or not chosen:
+        raise AdminError(
+            f"unknown scope {' '.join(unknown) or '(none)'}; known: {' '.join(KNOWN_SCOPES)}"
+        )
+    return chosen
+
+
+async def create_oauth_client(
+    conn: AsyncConnection,
+    merchant_id: str,
+    *,
+    mode: Mode,
+    pepper: bytes,
+    scopes: Iterable[str] | None = None,
+    label: str | None = None,
+) -> NewOAuthClient:
+    """A client of ``POST /oauth/token`` (client credentials): its id and secret."""
+    await _merchant(conn, merchant_id)
+    allowed = _scopes(scopes)
+    client_id, secret = generate_client_id(), generate_client_secret()
+    await repository.insert_oauth_client(
+        conn,
+        {
+            "id": client_id,
+            "merchant_id": merchant_id,
+            "mode": mode.value,
+            "secret_hash": hash_client_secret(pepper, secret),
+            "secret_hint": secret_hint(secret),
+            "scopes": allowed,
+            "label": _name(label, "label") if label is not None else None,
+        },
+    )
+    return NewOAuthClient(client_id, secret, merchant_id, mode, allowed)
+
+
+async def create_external_oauth_client(
+    conn: AsyncConnection,
+    merchant_id: str,
+    *,
+    mode: Mode,
+    issuer: str,
+    subject: str,
+    scopes: Iterable[str] | None = None,
+    label: str | None = None,
+) -> NewOAuthClient:
+    """A client that signs in through a trusted OIDC issuer: its tokens' ``(iss, sub)``."""
+    await _merchant(conn, merchant_id)
+    if not issuer.startswith(("https://", "http://")):
+        raise AdminError("--issuer must be the issuer's URL (its tokens' iss)")
+    if not subject.strip():
+        raise AdminError("--subject must not be empty")
+    if await repository.external_client_exists(conn, issuer, subject):
+        raise AdminError(f"a client for subject {subject!r} of {issuer} already exists")
+    allowed = _scopes(scopes)
+    client_id = generate_client_id()
+    await repository.insert_oauth_client(
+        conn,
+        {
+            "id": client_id,
+            "merchant_id": merchant_id,
+            "mode": mode.value,
+            "scopes": allowed,
+            "external_issuer": issuer,
+            "external_subject": subject,
+            "label": _name(label, "label") if label is not None else None,
+        },
+    )
+    return NewOAuthClient(client_id, None, merchant_id, mode, allowed)
+
+
+async def list_oauth_clients(
+    conn: AsyncConnection, merchant_id: str | None = None
+) -> list[dict[str, Any]]:
+    if merchant_id is not None:
+        await _merchant(conn, merchant_id)
+    rows = await repository.list_oauth_clients(conn, merchant_id)
+    for row in rows:
+        row["scopes"] = " ".join(row["scopes"])
+    return rows
+
+
+async def revoke_oauth_client(conn: AsyncConnection, client_id: str) -> str:
+    """Revoked at once for new tokens; tokens already issued live out their lifetime."""
+    revoked_at = await repository.revoke_oauth_client(conn, client_id, _now())
+    if revoked_at is None:
+        raise AdminError(f"no OAuth client {client_id!r}")
+    return revoked_at
+
+
+async def rotate_oauth_key(conn: AsyncConnection, settings: OAuthSettings) -> str:
+    """A new signing key that signs at once (every api replica picks it up within a minute);
+    the previous one stays published until its tokens expired."""
+    kid = await keyring.rotate(
+        conn,
+        secret=settings.oauth_encryption_secret,
+        lifetimes=keyring.Lifetimes.of(settings),
+        now=_now(),
+        force=True,
+    )
+    if kid is None:  # a forced rotation always creates a key
+        raise AdminError("no key was created")
+    return kid

@@ -1,4 +1,5 @@
-"""What ``pago-admin`` needs: the database and the API key pepper (not Redis nor Kafka)."""
+"""What ``pago-admin`` needs: the database, the API key pepper and the OAuth key secret (not
+Redis nor Kafka)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pago.api.addresses.settings import AddressPoolSettings
+from pago.api.oauth.settings import OAuthSettings
 from pago.common.errors import ConfigError
 from pago.common.settings import DEV_ONLY_PEPPER, Environment
 
 
-class AdminSettings(AddressPoolSettings, BaseSettings):
+class AdminSettings(AddressPoolSettings, OAuthSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAGO_", extra="ignore", frozen=True)
 
     env: Environment = Environment.DEVELOPMENT

@@ -20,11 +20,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey
 
+from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE
+
 SIGNING_ALGORITHM = "ES256"
 """ECDSA P-256 with SHA-256: every JOSE verifier and API gateway supports it (EdDSA is still
 missing from several), its keys and signatures are small (64-byte signatures, 4x shorter than
 RS256's), and verification costs ~0.1 ms with ``cryptography``."""
 SIGNING_CURVE = "P-256"
+
+KNOWN_SCOPES = (SCOPE_SESSIONS_WRITE, SCOPE_SESSIONS_READ)
+"""What a client may be allowed (``pago-admin oauth-client create --scope``)."""
 
 _CLIENT_ID = re.compile(r"cli_[0-9a-f]{24}")
 _SECRET = re.compile(r"cs_[A-Za-z0-9_-]{43}")

@@ -47,10 +47,12 @@ _oauth2 = OAuth2(
 def require_scope(*scopes: str) -> Callable[..., Awaitable[ClientPrincipal]]:
     """A dependency giving the verified client, which must hold every one of ``scopes``."""
     required = frozenset(scopes)
+    # A default, not an ``Annotated`` marker: the annotation is a string (postponed), which
+    # FastAPI resolves in the module's globals, where ``required`` does not exist.
+    scheme = Security(_oauth2, scopes=sorted(required))
 
     async def client_principal(
-        request: Request,
-        _authorization: Annotated[str | None, Security(_oauth2, scopes=sorted(required))],
+        request: Request, _authorization: str | None = scheme
     ) -> ClientPrincipal:
         return await get_state(request).oauth.admit(request, required)
 

@@ -36,6 +36,7 @@ from pago.api.oauth.credentials import (
     encrypt_private_key,
     generate_signing_key,
 )
+from pago.api.oauth.settings import OAuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,15 @@ class Lifetimes:
     """A retired key stays published this long after its successor starts."""
 
     @classmethod
-    def of(
-        cls, *, rotation_days: float, jwks_max_age_s: int, token_ttl_s: int, leeway_s: int
-    ) -> Lifetimes:
+    def of(cls, settings: OAuthSettings) -> Lifetimes:
         return cls(
-            rotation=timedelta(days=rotation_days),
-            prepublish=timedelta(seconds=jwks_max_age_s),
-            overlap=timedelta(seconds=token_ttl_s + leeway_s + REFRESH_SECONDS),
+            rotation=timedelta(days=settings.oauth_key_rotation_days),
+            prepublish=timedelta(seconds=settings.oauth_jwks_max_age_seconds),
+            overlap=timedelta(
+                seconds=settings.oauth_token_ttl_seconds
+                + settings.oauth_leeway_seconds
+                + REFRESH_SECONDS
+            ),
         )
 
 

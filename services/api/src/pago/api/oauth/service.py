@@ -332,10 +332,10 @@ class OAuthService:
 
 
 def _claim_message(exc: JoseError) -> str:
-    text = str(exc.description or exc.error)
     if exc.error == "expired_token":
         return "The token has expired."
-    return f"The token is not valid: {text}."
+    text = str(exc.description or exc.error).rstrip(".")
+    return text + "." if text.startswith("The token") else f"The token is not valid: {text}."
 
 
 def _bearer(request: Request) -> str | None:

@@ -14,15 +14,6 @@ from pago.api.ratelimit import Limit, RateLimiter
 from pago.api.settings import ApiSettings
 
 
-def lifetimes(settings: ApiSettings) -> Lifetimes:
-    return Lifetimes.of(
-        rotation_days=settings.oauth_key_rotation_days,
-        jwks_max_age_s=settings.oauth_jwks_max_age_seconds,
-        token_ttl_s=settings.oauth_token_ttl_seconds,
-        leeway_s=settings.oauth_leeway_seconds,
-    )
-
-
 async def build_oauth(
     settings: ApiSettings,
     engine: AsyncEngine,
@@ -37,7 +28,7 @@ async def build_oauth(
     return OAuthService(
         engine,
         keyring=Keyring(
-            engine, secret=settings.oauth_encryption_secret, lifetimes=lifetimes(settings)
+            engine, secret=settings.oauth_encryption_secret, lifetimes=Lifetimes.of(settings)
         ),
         external=ExternalIssuers(
             dict(settings.oauth_trusted_issuers),
