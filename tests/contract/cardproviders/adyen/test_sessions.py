@@ -266,7 +266,8 @@ class TestIdempotency:
         headers = {**AUTH, "Idempotency-Key": "slow-1"}
         url = f"{adyen.base_url}/v71/sessions"
         first = asyncio.create_task(http.post(url, json=body(), headers=headers))
-        while adyen.ctx.faults.remaining is not None:  # until the slow call took its mode
+        faults = adyen.ctx.faults
+        while faults.mode is not FailureMode.OK:  # until the slow call took its mode
             await asyncio.sleep(0.01)
         duplicate = await http.post(url, json=body(), headers=headers)
         assert duplicate.status_code == 422
