@@ -597,6 +597,8 @@ card_webhook_inbox = Table(
     Column("payload_sha256", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     comment="verified provider webhooks, deduplicated on (provider, provider_event_id)",
+)
+
 
 card_route_stats = Table(
     "card_route_stats",
