@@ -48,12 +48,14 @@ from pago.api.cards.domain import (
 )
 from pago.api.cards.providers.base import (
     Address,
+    Capabilities,
     CardOrder,
     CardProviderAdapter,
     InvalidSignature,
     OrderItem,
     ProviderNotification,
     ProviderRejected,
+    ProviderTimeout,
     ProviderUnavailable,
     WebhookAck,
 )
@@ -111,6 +113,11 @@ class RoutingSignals(Protocol):
 
     async def health(self, providers: Sequence[CardProvider]) -> Mapping[CardProvider, Health]: ...
 
+    async def acquire(self, provider: CardProvider) -> bool:
+        """May a create call go to ``provider`` now (its breaker closed, or this caller the
+        half-open probe)?"""
+        ...
+
     async def record_call(self, provider: CardProvider, *, ok: bool, latency_ms: int) -> None: ...
 
     async def stats(
@@ -140,6 +147,9 @@ class CardConfig:
     fees: Mapping[CardProvider, FeeSchedule]
     weights: Weights
     rules: RoutingRules
+    capabilities: Mapping[CardProvider, Capabilities] | None = None
+    """What routing uses per provider (the adapters' own, with the deployment's overrides);
+    ``None``: the adapters' own."""
 
     @property
     def orphan_age(self) -> timedelta:
@@ -173,6 +183,10 @@ class CardSessionService:
         self._adapters = dict(adapters)
         self._signals = signals
         self._config = config
+        caps = config.capabilities or {}
+        self._capabilities = {
+            name: caps.get(name, adapter.capabilities) for name, adapter in self._adapters.items()
+        }
 
     # --- create ---------------------------------------------------------------------------
 
@@ -187,7 +201,7 @@ class CardSessionService:
         health = await self._signals.health(list(self._adapters))
         decision = score(
             order,
-            {name: adapter.capabilities for name, adapter in self._adapters.items()},
+            self._capabilities,
             stats=stats,
             health=health,
             fees=self._config.fees,
@@ -212,16 +226,13 @@ class CardSessionService:
                 decision.rule,
                 now,
             )
-        live = await self._first_checkout(order, decision)
+        try:
+            live = await self._first_checkout(order, decision)
+        except BadGateway:
+            await self._fail(session_id)
+            raise
         if live is None:
-            async with self._engine.begin() as trace:
-                await repository.set_status(
-                    trace,
-                    session_id,
-                    CardSessionStatus.FAILED,
-                    STATUS_RANK[CardSessionStatus.FAILED],
-                    _now(),
-                )
+            await self._fail(session_id)
             raise ServiceUnavailable(
                 "No card provider could create the checkout right now; retry shortly."
             )
@@ -236,6 +247,9 @@ class CardSessionService:
             score=candidate.score,
             now=now,
         )
+        # Conversion counts payers sent to a provider: only the live checkout, and only if the
+        # 201 commits.
+        await self._signals.record_attempt(conn, candidate.provider, order.currency, country)
         await enqueue(conn, [_session_message(row, "card_session.created", None, now)])
         return CreatedCardSession(
             session_id=session_id,
@@ -246,21 +260,34 @@ class CardSessionService:
             created_at=row.created_at,
         )
 
+    async def _fail(self, session_id: str) -> None:
+        """No checkout was made: the session is FAILED (it was never shown to the merchant)."""
+        async with self._engine.begin() as trace:
+            await repository.set_status(
+                trace,
+                session_id,
+                CardSessionStatus.FAILED,
+                STATUS_RANK[CardSessionStatus.FAILED],
+                _now(),
+            )
+
     async def _first_checkout(
         self, order: CardOrder, decision: Decision
     ) -> tuple[int, CandidateScore, str, str] | None:
         """Try the ranked candidates in order within the deadline: the first checkout made."""
         deadline = time.monotonic() + self._config.deadline_seconds
-        country = order.billing_address.country
-        for seq, candidate in enumerate(decision.ranked, start=1):
+        seq = 0
+        for candidate in decision.ranked:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             provider = candidate.provider
+            if not await self._signals.acquire(provider):
+                continue  # its breaker is open (or another replica holds the half-open probe)
+            seq += 1
             key = provider_key(order.session_id, seq)
             async with self._engine.begin() as trace:
                 await repository.insert_attempt(trace, order.session_id, seq, provider, key, _now())
-                await self._signals.record_attempt(trace, provider, order.currency, country)
             started = time.monotonic()
             status, error, checkout = "failed", None, None
             try:
@@ -271,10 +298,11 @@ class CardSessionService:
                 status = "created"
             except TimeoutError:
                 status, error = "timed_out", "no answer within the create deadline"
+            except ProviderTimeout as exc:
+                # It may have created the checkout all the same: the sweeper settles it.
+                status, error = "timed_out", exc.detail
             except ProviderUnavailable as exc:
-                # A read timeout may have created the checkout: the sweeper settles it.
-                status = "timed_out" if "time" in exc.detail.lower() else "failed"
-                error = exc.detail
+                status, error = "failed", exc.detail
             except ProviderRejected as exc:
                 await self._settle(order.session_id, seq, "rejected", started, error=exc.detail)
                 await self._signals.record_call(provider, ok=True, latency_ms=_ms(started))
@@ -472,13 +500,13 @@ class CardSessionService:
         if session is None or session.live_seq != attempt.seq:
             log.info("ignoring %s for a superseded or orphan attempt", note.event_type)
             return []
-        if note.outcome in (CardSessionStatus.COMPLETED, CardSessionStatus.FAILED):
-            await self._signals.record_outcome(
-                conn, note.provider, session.currency, session.billing_country, note.outcome
-            )
         target = next_status(session.status, note.outcome)
         if target is session.status:
             return []
+        if session.status is CardSessionStatus.PENDING:  # its terminal outcome, counted once
+            await self._signals.record_outcome(
+                conn, note.provider, session.currency, session.billing_country, target
+            )
         moved = await repository.set_status(conn, session.id, target, STATUS_RANK[target], now)
         kind: CardSessionEventType = _EVENT_TYPES[target]
         return [_session_message(moved, kind, session.status, now)]
@@ -496,7 +524,15 @@ class CardSessionService:
                 moved = await repository.set_status(
                     conn, row.id, CardSessionStatus.EXPIRED, rank, now
                 )
-                if row.live_seq is not None:  # never shown to the merchant otherwise
+                if row.live_seq is not None and row.provider is not None:
+                    # Shown to the merchant and sent to a provider: an unconverted payer.
+                    await self._signals.record_outcome(
+                        conn,
+                        row.provider,
+                        row.currency,
+                        row.billing_country,
+                        CardSessionStatus.EXPIRED,
+                    )
                     messages.append(
                         _session_message(moved, "card_session.expired", row.status, now)
                     )
