@@ -35,7 +35,8 @@ published Orders v2 and Notifications v1 references give them, for an adapter po
   ``verification_status`` ``SUCCESS`` only for an event this server sent, unchanged, with the
   headers it was sent with and the configured ``webhook_id``.
 - ``POST /_control`` sets ``ctx.faults`` (``{"mode", "count"}``) and, for tests of token
-  expiry, ``{"token_expires_in": seconds}``; ``GET /_events`` lists the webhooks sent.
+  expiry, ``{"token_expires_in": seconds}``; ``GET /_events`` lists the webhooks sent and
+  ``GET /_orders`` the ids of the orders created.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 from cryptography import x509
@@ -304,8 +305,8 @@ class _PayPal:
                 {"error": "invalid_client", "error_description": "Client Authentication failed"},
                 status_code=401,
             )
-        form = await request.form()
-        if form.get("grant_type") != "client_credentials":
+        form = parse_qs((await request.body()).decode("latin-1"))
+        if form.get("grant_type") != ["client_credentials"]:
             return JSONResponse(
                 {"error": "unsupported_grant_type", "error_description": "Grant Type is NULL"},
                 status_code=400,
@@ -604,6 +605,9 @@ class _PayPal:
                 "token_expires_in": self.token_expires_in,
             }
         )
+
+    async def order_ids(self, request: Request) -> Response:
+        return JSONResponse(list(self.orders))
 
     async def sent_events(self, request: Request) -> Response:
         return JSONResponse(
@@ -1027,5 +1031,6 @@ def build(ctx: ProviderContext) -> Mount:
             Route("/v1/notifications/certs/{cert_id}", state.cert, methods=["GET"]),
             Route("/_control", state.control, methods=["POST"]),
             Route("/_events", state.sent_events, methods=["GET"]),
+            Route("/_orders", state.order_ids, methods=["GET"]),
         ],
     )

@@ -1,0 +1,115 @@
+"""The local PayPal over real TCP for tests: its Mount in a small Starlette app under uvicorn, on a
+free port, in the test's event loop (until the devstack's card-provider server mounts it)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from pago.api.cards.providers.base import Address, CardOrder, OrderItem
+from pago.devstack._support import free_tcp_port
+from pago.devstack.cardproviders.context import ProviderContext
+from pago.devstack.cardproviders.paypal import build
+
+CLIENT_ID = "AeDevstackClientId"
+CLIENT_SECRET = "EDevstackClientSecret"
+WEBHOOK_ID = "8PT597110X687430LKGECATA"
+
+
+@dataclass
+class LocalPayPal:
+    ctx: ProviderContext
+    root: str
+    """``http://127.0.0.1:<port>``; the provider lives at ``root + "/paypal"``."""
+
+    @property
+    def url(self) -> str:
+        return self.ctx.public_url
+
+    async def control(self, **settings: Any) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{self.url}/_control", json=settings)
+            response.raise_for_status()
+
+    async def events(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{self.url}/_events")
+            response.raise_for_status()
+            events: list[dict[str, Any]] = response.json()
+            return events
+
+    async def order_ids(self) -> list[str]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{self.url}/_orders")
+            response.raise_for_status()
+            ids: list[str] = response.json()
+            return ids
+
+    async def token(self, client: httpx.AsyncClient) -> str:
+        basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        response = await client.post(
+            f"{self.url}/v1/oauth2/token",
+            headers={"Authorization": f"Basic {basic}"},
+            data={"grant_type": "client_credentials"},
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+
+@contextlib.asynccontextmanager
+async def local_paypal(webhook_url: str | None = None) -> AsyncIterator[LocalPayPal]:
+    port = free_tcp_port()
+    root = f"http://127.0.0.1:{port}"
+    ctx = ProviderContext(
+        public_url=f"{root}/paypal",
+        webhook_url=webhook_url,
+        secrets={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "webhook_id": WEBHOOK_ID},
+    )
+    app = Starlette(routes=[build(ctx)])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield LocalPayPal(ctx, root)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def seed_order(session_id: str) -> CardOrder:
+    """The seed's order (AUD 140.76 = 119.00 + 9.95 shipping + 11.81 tax) as Pago validated it."""
+    address = Address("123 Collins Street", "Level 5", "Melbourne", "VIC", "3000", "AU")
+    return CardOrder(
+        session_id=session_id,
+        order_reference="ORD-2024-001",
+        currency="AUD",
+        exponent=2,
+        total=14076,
+        shipping=995,
+        tax=1181,
+        items=[OrderItem("Wireless Headphones", "WH-100", 1, 11900)],
+        locale="en_AU",
+        customer_email="jane.smith@example.com",
+        customer_first_name="Jane",
+        customer_last_name="Smith",
+        customer_phone="+61412345678",
+        billing_address=address,
+        shipping_address=address,
+        success_url="https://merchant.example.com/checkout/success",
+        failure_url="https://merchant.example.com/checkout/failure",
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
