@@ -85,6 +85,12 @@ def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
         assert set(body) == {"data", "meta"}
         stack = json.loads((tmp_path / "devstack" / "stack.json").read_text())
         assert stack["evm"]["tokens"].keys() == {"USDT", "USDC"}
+        # The local card providers run, and the api was pointed at them.
+        cards = stack["card_providers"]
+        assert stack["env"]["PAGO_CARD_STRIPE_BASE_URL"] == cards["providers"]["stripe"]
+        assert cards["webhook_base_url"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{cards['url']}/healthz", timeout=10) as health:  # noqa: S310
+            assert "stripe" in json.loads(health.read())["providers"]
         # The local chains are what a checkout page may watch (detection_rpc_url).
         chains = tomllib.loads((tmp_path / "devstack" / "chains.toml").read_text())
         for network in ("ETHEREUM", "SOLANA"):

@@ -131,7 +131,11 @@ def up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stack = DevStack(anvil_block_time=args.block_time)
+    stack = DevStack(
+        anvil_block_time=args.block_time,
+        card_providers=True,
+        card_webhook_base_url=f"http://127.0.0.1:{args.api_port}",
+    )
     try:
         stack.start()
         workdir = Path(stack.workdir or ".")
@@ -203,10 +207,19 @@ def _banner(key: str, stack: DevStack, services: list[str], api_port: int) -> No
     base = f"http://localhost:{api_port}"
     eth = "anvil" if stack.anvil_node is not None else "off"
     sol = "Surfpool" if stack.surfpool_node is not None else "off"
+    cards = "off"
+    if stack.card_provider_server is not None:
+        server = stack.card_provider_server
+        names = ", ".join(sorted(server.contexts)) or "none"
+        cards = (
+            f"{names} on {server.base_url} (webhooks to {base}/api/v1/webhooks/<provider>;"
+            f" failures: POST {server.base_url}/_control/<provider>)"
+        )
     print(
         f"""
 Pago is running: {", ".join(services) or "no services"}
 Local chains: ETHEREUM test mode on {eth}, SOLANA test mode on {sol}.
+Card providers: {cards}
 
   API          {base}        (docs: {base}/docs)
   Test key     {key}

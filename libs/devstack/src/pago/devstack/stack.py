@@ -42,6 +42,7 @@ from pago.devstack._support import (
     terminate_and_wait,
 )
 from pago.devstack.anvil import Anvil
+from pago.devstack.cardproviders.server import CardProviderServer
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database, PostgresServer
 from pago.devstack.redis_server import RedisServer
@@ -52,8 +53,9 @@ log = logging.getLogger(__name__)
 STACK_FILE = "stack.json"
 PIDS_FILE = "pids.json"
 DEFAULT_DATABASE = "pago"
-_PARTS = ("kafka", "postgres", "redis", "anvil", "solana")
-"""Start order (Kafka is in-process and instant, so it goes first); ``stop()`` reverses it."""
+_PARTS = ("kafka", "cards", "postgres", "redis", "anvil", "solana")
+"""Start order (Kafka and the card providers are in-process and instant, so they go first);
+``stop()`` reverses it."""
 
 
 class _Closable(Protocol):
@@ -81,6 +83,11 @@ class DevStack:
     solana: bool = True
     anvil_block_time: float | None = None
     kafka_brokers: int = 1
+    card_providers: bool = False
+    """Run the local card-provider server (Stripe, Adyen, PayPal fakes) on a free port."""
+    card_webhook_base_url: str | None = None
+    """Pago's api base URL, where the card providers send their webhooks
+    (``/api/v1/webhooks/<provider>``); None: they send none."""
     database_name: str | None = DEFAULT_DATABASE
     """Created on the embedded Postgres (if missing) and used in ``database_url``; None uses
     the server's default database. An external ``DATABASE_URL`` is used as given."""
@@ -94,6 +101,7 @@ class DevStack:
     kafka_server: KafkaServer | None = field(init=False, default=None)
     anvil_node: Anvil | None = field(init=False, default=None)
     surfpool_node: Surfpool | None = field(init=False, default=None)
+    card_provider_server: CardProviderServer | None = field(init=False, default=None)
     timings: dict[str, float] = field(init=False, default_factory=dict)
     """Seconds each part took to start."""
 
@@ -122,6 +130,8 @@ class DevStack:
         try:
             if self.kafka:
                 self._start_part("kafka", self._start_kafka)
+            if self.card_providers:
+                self._start_part("cards", self._start_card_providers)
             slow = {
                 "postgres": self._start_postgres,
                 "redis": self._start_redis,
@@ -168,6 +178,10 @@ class DevStack:
     def _start_kafka(self) -> None:
         self.kafka_server = KafkaServer.start(self.kafka_brokers, env=self.env)
 
+    def _start_card_providers(self) -> None:
+        server = CardProviderServer(webhook_base_url=self.card_webhook_base_url)
+        self.card_provider_server = server.start()
+
     @property
     def _wd(self) -> Path:
         if self.workdir is None:
@@ -207,6 +221,7 @@ class DevStack:
             self._pending = []
         attrs = {
             "kafka": "kafka_server",
+            "cards": "card_provider_server",
             "postgres": "postgres_server",
             "redis": "redis_server",
             "anvil": "anvil_node",
@@ -283,6 +298,8 @@ class DevStack:
             for symbol, address in self.anvil_node.tokens.items():
                 env[f"PAGO_DEV_EVM_{symbol}"] = address
             env["PAGO_DEV_EVM_PAYER_KEYS"] = ",".join(k for _, k in self.anvil_node.payers)
+        if self.card_provider_server is not None:
+            env.update(self.card_provider_server.env_vars())
         if self.surfpool_node is not None:
             env["PAGO_DEV_SOLANA_RPC_URL"] = self.surfpool_node.rpc_url
             env["PAGO_DEV_SOLANA_WS_URL"] = self.surfpool_node.ws_url
@@ -312,6 +329,13 @@ class DevStack:
             info["kafka"] = {
                 "bootstrap_servers": self.kafka_server.bootstrap_servers,
                 "external": self.kafka_server.external,
+            }
+        if self.card_provider_server is not None:
+            cards = self.card_provider_server
+            info["card_providers"] = {
+                "url": cards.base_url,
+                "providers": {name: cards.url(name) for name in cards.contexts},
+                "webhook_base_url": self.card_webhook_base_url,
             }
         if self.anvil_node is not None:
             node = self.anvil_node
