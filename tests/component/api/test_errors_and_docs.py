@@ -136,7 +136,12 @@ class TestOpenApi:
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         ref = response["content"]["application/json"]["schema"]["$ref"]
-                        assert ref.endswith("/ErrorEnvelope")
+                        # The token endpoint's own errors speak OAuth (RFC 6749 §5.2).
+                        oauth = operation["operationId"] == "oauth_token" and status in (
+                            "400",
+                            "401",
+                        )
+                        assert ref.endswith("/TokenErrorResponse" if oauth else "/ErrorEnvelope")
         schemas = spec["components"]["schemas"]
         assert set(schemas["SessionSnapshot"]["properties"]) == set(SessionSnapshot.model_fields)
         assert set(schemas["ErrorBody"]["properties"]) == {

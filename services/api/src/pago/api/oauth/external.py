@@ -1,8 +1,9 @@
 """Trusted external OIDC issuers: their JWKS, fetched over HTTP and cached.
 
-A JWKS is used for ``ttl`` seconds, then fetched again; a token whose ``kid`` the cached set
-lacks (the issuer rotated) refetches it at once, but at most every ``min_refetch`` seconds
-per issuer. A failed fetch keeps the last good set (logged); with none at all the token
+A JWKS is used for ``ttl`` seconds, then fetched again (a failed fetch is retried at most
+once a second); a token whose ``kid`` the cached set lacks (the issuer rotated) refetches it
+at once, but such refetches happen at most every ``min_refetch`` seconds per issuer. A
+failed fetch keeps the last good set (logged); with none at all the token
 cannot be checked, which is the issuer's outage, not the client's fault: 503.
 """
 
@@ -31,6 +32,8 @@ class _Cached:
     keys: KeySet | None = None
     fetched_at: float = float("-inf")
     attempted_at: float = float("-inf")
+    kid_refetch_at: float = float("-inf")
+    """The last fetch an unknown kid caused: those are limited to one per ``min_refetch``."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -60,11 +63,12 @@ class ExternalIssuers:
         if cached.keys is not None and self._usable(cached, kid):
             return cached.keys
         async with cached.lock:
-            if not self._usable(cached, kid) and (
-                cached.keys is None
-                or self._clock() - cached.attempted_at >= self._min_refetch
-                or self._clock() - cached.fetched_at >= self._ttl
-            ):
+            now = self._clock()
+            stale = cached.keys is None or now - cached.fetched_at >= self._ttl
+            if stale and now - cached.attempted_at >= min(self._min_refetch, 1.0):
+                await self._fetch(issuer, cached)
+            elif not self._usable(cached, kid) and now - cached.kid_refetch_at >= self._min_refetch:
+                cached.kid_refetch_at = now
                 await self._fetch(issuer, cached)
         if cached.keys is None:
             raise ServiceUnavailable(

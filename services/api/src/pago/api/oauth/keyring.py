@@ -148,12 +148,12 @@ class Keyring:
             key = ECKey.import_key(pem, {"kid": row.kid, "alg": row.algorithm, "use": "sig"})
             keys.append(SigningKey(row.kid, key, row.public_jwk, row.not_before, row.retire_at))
         self._keys = keys
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._clock()
 
     async def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
+        if self._clock() - self._loaded_at >= REFRESH_SECONDS:
             async with self._lock:
-                if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
+                if self._clock() - self._loaded_at >= REFRESH_SECONDS:
                     await self._load()
 
     def _published(self, now: datetime) -> list[SigningKey]:
@@ -202,11 +202,8 @@ class Keyring:
         key), at most every ``UNKNOWN_KID_RELOAD_SECONDS``."""
         await self._fresh()
         found = self._find(kid)
-        if (
-            found is None
-            and time.monotonic() - self._unknown_reload_at >= UNKNOWN_KID_RELOAD_SECONDS
-        ):
-            self._unknown_reload_at = time.monotonic()
+        if found is None and self._clock() - self._unknown_reload_at >= UNKNOWN_KID_RELOAD_SECONDS:
+            self._unknown_reload_at = self._clock()
             async with self._lock:
                 await self._load()
             found = self._find(kid)
