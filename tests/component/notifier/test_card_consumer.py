@@ -88,7 +88,7 @@ class TestFanOut:
 
         await handler(db, port, woken).handle(records(events, partition=7), object())
 
-        def kinds(rows: list[dict[str, object]]) -> list[object]:
+        def kinds(rows: list[dict[str, object]]) -> list[str]:
             return sorted(str(r["event_type"]) for r in rows)
 
         assert kinds(await deliveries(db, default_id)) == [
