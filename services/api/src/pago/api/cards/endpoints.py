@@ -12,7 +12,13 @@ from pago.api.cards.parsing import parse_request
 from pago.api.cards.schemas import CardSessionOut, CreateCardSessionRequest, CreatedCardSession
 from pago.api.cards.service import CardSessionService
 from pago.api.dependencies import State, Transaction
-from pago.api.errors import InvalidRequest, ParameterMissing, ServiceUnavailable, error_responses
+from pago.api.errors import (
+    InvalidRequest,
+    ParameterMissing,
+    ResourceMissing,
+    ServiceUnavailable,
+    error_responses,
+)
 from pago.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from pago.api.idempotency import MAX_KEY_LENGTH
 from pago.api.oauth.dependencies import SessionsRead, SessionsWrite
@@ -24,14 +30,32 @@ router = APIRouter(prefix="/api/v1", tags=["Card Sessions"])
 Writer = SessionsWrite
 Reader = SessionsRead
 
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The request model's JSON schema with its ``$defs`` inlined (none is recursive), so the
+    OpenAPI document has no reference to components it does not declare."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
 _BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": CreateCardSessionRequest.model_json_schema(
-                    by_alias=True, ref_template="#/components/schemas/{model}"
-                )
+                "schema": _inlined(CreateCardSessionRequest.model_json_schema(by_alias=True))
             }
         },
     }
@@ -107,7 +131,7 @@ async def create_card_session(
     response_model=CardSessionOut,
     summary="Retrieve a card checkout session",
     operation_id="getCardSession",
-    responses=error_responses(401, 403, 404, 429, 500),
+    responses=error_responses(401, 403, 404, 429, 500, 503),
 )
 async def get_card_session(
     session_id: Annotated[str, Path(alias="sessionId", max_length=64)],
@@ -126,13 +150,15 @@ async def get_card_session(
     operation_id="receiveCardProviderWebhook",
     include_in_schema=True,
     responses={200: {"description": "Accepted (the body the provider expects)."},
-               **error_responses(401, 404, 413, 500)},
+               **error_responses(401, 404, 413, 500, 503)},
 )  # fmt: skip
 async def receive_provider_webhook(
     provider: Annotated[str, Path(max_length=32)], request: Request, state: State
 ) -> Response:
     """Verified with the provider's own scheme (Stripe-Signature, Adyen HMAC, PayPal
     verification); no merchant auth. Deduplicated, stored and applied in one transaction."""
+    if state.cards is None:  # no provider is configured: none of them has a webhook here
+        raise ResourceMissing(f"No card provider {provider!r} is configured.", param="provider")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    ack = await _cards(state).receive_webhook(provider, headers, await request.body())
+    ack = await state.cards.receive_webhook(provider, headers, await request.body())
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
