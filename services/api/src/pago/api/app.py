@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from pago.api import events_docs, health
 from pago.api.addresses import codec
 from pago.api.addresses.pool import PoolMonitor, refiller_for
 from pago.api.auth.service import Authenticator
+from pago.api.cards import endpoints as card_endpoints
+from pago.api.cards.wiring import build_card_service
 from pago.api.checkout_page import endpoints as checkout_page_endpoints
 from pago.api.checkout_page.service import CheckoutPageService
 from pago.api.errors import install_error_handlers
@@ -33,6 +35,7 @@ from pago.api.middleware import (
     PublicRateLimitMiddleware,
 )
 from pago.api.oauth import endpoints as oauth_endpoints
+from pago.api.oauth.principal import SCOPE_SESSIONS_WRITE, ClientPrincipal
 from pago.api.oauth.wiring import build_oauth
 from pago.api.openapi import build_openapi
 from pago.api.payment_exceptions import endpoints as payment_exceptions_endpoints
@@ -135,6 +138,9 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 address_cooldown=settings.address_cooldown,
                 pool_refiller=refiller,
             )
+            cards = build_card_service(settings.cards, engine, redis)
+            if cards is not None:
+                stack.push_async_callback(cards.aclose)
             app.state.pago = ApiState(
                 settings=settings,
                 registry=registry,
@@ -160,7 +166,15 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 ),
                 test_helpers=TestHelperService(sessions=sessions, registry=registry),
                 oauth=await build_oauth(settings, engine, limiter, _pepper(settings), stack),
+                cards=cards,
             )
+            if cards is not None:
+                card_stopping = asyncio.Event()
+                card_jobs = asyncio.create_task(
+                    cards.run_jobs(settings.cards.jobs_interval_seconds, card_stopping),
+                    name="card-session-jobs",
+                )
+                stack.push_async_callback(_stop_task, card_stopping, card_jobs)
             if settings.address_pool_check_seconds > 0:
                 monitor = PoolMonitor(
                     engine,
@@ -194,6 +208,7 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
     app.include_router(webhook_endpoints.router)
     app.include_router(payment_exceptions_endpoints.router)
     app.include_router(checkout_page_endpoints.router)
+    app.include_router(card_endpoints.router)
     app.include_router(health.router)
     app.include_router(events_docs.router)
     oauth_endpoints.install(app)
@@ -209,6 +224,8 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
         durable=lambda: state().idempotency_records,
         admit=lambda: state().authenticator.admit,
         doc_base_url=settings.error_doc_base_url,
+        oauth_admit=lambda: _card_writer(state()),
+        oauth_paths=frozenset({CARD_SESSIONS_PATH}),
     )
     app.add_middleware(
         PublicRateLimitMiddleware,
@@ -224,6 +241,19 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+CARD_SESSIONS_PATH = "/api/v1/sessions"
+_WRITE = frozenset({SCOPE_SESSIONS_WRITE})
+
+
+def _card_writer(state: ApiState) -> Callable[[Request], Awaitable[ClientPrincipal]]:
+    """The idempotency middleware admits card creates as the route would (the same scope)."""
+
+    async def admit(request: Request) -> ClientPrincipal:
+        return await state.oauth.admit(request, _WRITE)
+
+    return admit
 
 
 def _pepper(settings: ApiSettings) -> bytes:

@@ -144,6 +144,13 @@ class InternalError(ApiError):
     default_code = "api_error"
 
 
+class BadGateway(ApiError):
+    """An upstream (a card provider) refused what Pago sent it; retrying the same will not help."""
+
+    status_code = 502
+    default_code = "provider_rejected"
+
+
 class ServiceUnavailable(ApiError):
     status_code = 503
     default_code = "service_unavailable"
@@ -218,6 +225,8 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "Request body too large (`request_too_large`).",
     429: "Too many requests for this key or client (`rate_limited`, with `Retry-After`).",
     500: "Unexpected error (`api_error`); nothing was committed.",
+    502: "A card provider refused the checkout Pago sent it (`provider_rejected`); the message "
+    "carries the provider's reason.",
     503: "A dependency is down (`service_unavailable`), no fresh exchange rate "
     "(`exchange_rate_unavailable`) or no free deposit address (`address_pool_exhausted`); "
     "retry after `Retry-After` seconds.",

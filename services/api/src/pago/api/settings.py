@@ -12,13 +12,15 @@ from enum import StrEnum
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pago.api.addresses.settings import AddressPoolSettings
+from pago.api.cards.settings import CardSettings
 from pago.api.oauth.settings import OAuthSettings
 from pago.api.webhook_endpoints.settings import WebhookSettings
 from pago.common.enums import Token
-from pago.common.settings import SecretSettings
+from pago.common.errors import ConfigError
+from pago.common.settings import SecretSettings, describe_validation_error
 from pago.common.watchlist import DEFAULT_WATCH_GRACE
 
 # Fiat units per 1 token, a development table: close to real prices, but not authoritative.
@@ -69,8 +71,19 @@ class RateProviderKind(StrEnum):
     HTTP = "http"
 
 
+def card_settings() -> CardSettings:
+    """``PAGO_CARD_*``, read with the rest: a bad value stops the process with one line."""
+    try:
+        return CardSettings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(CardSettings, exc)) from None
+
+
 class ApiSettings(SecretSettings, AddressPoolSettings, WebhookSettings, OAuthSettings):
     """Everything the api reads; each field is ``PAGO_<FIELD>`` in the environment."""
+
+    cards: CardSettings = Field(default_factory=card_settings, exclude=True)
+    """The card orchestration's own fragment (``PAGO_CARD_*``, see ``cards.settings``)."""
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.auth.service import Authenticator
+from pago.api.cards.service import CardSessionService
 from pago.api.checkout_page.service import CheckoutPageService
 from pago.api.idempotency import DurableStore, IdempotencyStore
 from pago.api.oauth.service import OAuthService
@@ -55,3 +56,6 @@ class ApiState:
     metrics: HealthServer | None
     """The Prometheus endpoint on ``api_metrics_port`` (None when the server process serves it
     for several workers)."""
+    cards: CardSessionService | None = None
+    """Card sessions (``/api/v1/sessions``); ``None`` until providers are configured: the
+    card routes answer 503."""

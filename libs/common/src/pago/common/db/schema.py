@@ -29,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from pago.common.enums import LIVE_STATUSES
 
@@ -495,6 +495,110 @@ aml_cache = Table(
     Column("checked_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# --- card checkout sessions (issue 13) --------------------------------------------------------
+
+card_sessions = Table(
+    "card_sessions",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("client_id", Text, nullable=False, comment="the OAuth client that created it"),
+    Column("order_reference", Text, nullable=False),
+    Column("status", Text, nullable=False, comment="CardSessionStatus"),
+    Column(
+        "status_rank",
+        SmallInteger,
+        nullable=False,
+        server_default=text("0"),
+        comment="cards.domain.STATUS_RANK of status: a session only moves to a higher rank",
+    ),
+    Column("currency", Text, nullable=False, comment="ISO 4217 alphabetic"),
+    Column("exponent", SmallInteger, nullable=False, comment="ISO 4217 minor-unit digits"),
+    Column("total", BigInteger, nullable=False, comment="minor units of currency"),
+    Column("shipping", BigInteger, nullable=False, comment="minor units of currency"),
+    Column("tax", BigInteger, nullable=False, comment="minor units of currency"),
+    Column("billing_country", Text, nullable=False, comment="ISO 3166-1 alpha-2"),
+    Column("order_data", JSONB, nullable=False, comment="the validated order, money as strings"),
+    Column("success_url", Text, nullable=False),
+    Column("failure_url", Text, nullable=False),
+    Column("provider", Text, comment="the live attempt's provider; NULL until one is created"),
+    Column("provider_reference", Text),
+    Column("checkout_url", Text),
+    Column("live_seq", SmallInteger, comment="card_attempts.seq of the live attempt"),
+    Column("score", Numeric(4, 1), comment="the live provider's routing score, 0-100"),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _created(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_card_sessions_list", "merchant_id", "mode", "created_at"),
+    Index(
+        "ix_card_sessions_expiring",
+        "expires_at",
+        postgresql_where=text("status = 'PENDING'"),
+    ),
+    comment="card checkout sessions (POST /api/v1/sessions)",
+)
+
+card_attempts = Table(
+    "card_attempts",
+    metadata,
+    Column("session_id", UUID(as_uuid=False), ForeignKey("card_sessions.id"), primary_key=True),
+    Column("seq", SmallInteger, primary_key=True, comment="1, 2, … in routing order"),
+    Column("provider", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False, comment="sent to the provider"),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        comment="creating|created|failed|timed_out|rejected|superseded|orphan_expired",
+    ),
+    Column("reference", Text, comment="the provider's checkout id"),
+    Column("checkout_url", Text),
+    Column("error", Text),
+    Column("latency_ms", Integer),
+    _created(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index(
+        "uq_card_attempts_reference",
+        "provider",
+        "reference",
+        unique=True,
+        postgresql_where=text("reference IS NOT NULL"),
+    ),
+    Index(
+        "ix_card_attempts_unsettled",
+        "created_at",
+        postgresql_where=text("status IN ('creating', 'timed_out')"),
+    ),
+    comment="each provider create call, recorded (committed) before the call is made",
+)
+
+card_routing_decisions = Table(
+    "card_routing_decisions",
+    metadata,
+    Column("session_id", UUID(as_uuid=False), ForeignKey("card_sessions.id"), primary_key=True),
+    Column("ranked", JSONB, nullable=False, comment="candidates best first; scores as strings"),
+    Column("rejected", JSONB, nullable=False),
+    Column("rule", Text),
+    _created(),
+)
+
+card_webhook_inbox = Table(
+    "card_webhook_inbox",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    Column("provider_event_id", Text, primary_key=True),
+    Column("event_type", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("session_id", UUID(as_uuid=False), comment="NULL when no attempt matched"),
+    Column("outcome", Text),
+    Column("payload_sha256", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="verified provider webhooks, deduplicated on (provider, provider_event_id)",
+)
+
 
 card_route_stats = Table(
     "card_route_stats",

@@ -25,6 +25,11 @@ record written right after. Routes that return a secret mark fields to redact
 (``request.state.idempotency_redact``): the stored and replayed copy never holds the secret.
 
 The middleware buffers the inner response, commits, stores, and only then sends it.
+
+The card API (``POST /api/v1/sessions``, OAuth): the same rules with the verified client as
+the caller — scope merchant + mode + client (``oauth:<client id>`` where an API key's
+sub-merchant goes). Without the header the route itself answers 400 ``parameter_missing``
+(the key is required there).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from pago.api.idempotency.durable import (
     redact,
 )
 from pago.api.idempotency.repository import RecordScope, StoredRecord
+from pago.api.oauth.principal import ClientPrincipal
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +131,18 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def record_key(principal: Principal, key: str) -> str:
-    sub = principal.sub_merchant.id if principal.sub_merchant else "-"
+def _caller(principal: Principal | ClientPrincipal) -> tuple[str, str, str | None]:
+    """(merchant, mode, sub-scope): an API key's sub-merchant, or the OAuth client."""
+    if isinstance(principal, ClientPrincipal):
+        return principal.merchant_id, principal.mode.value, f"oauth:{principal.client_id}"
+    sub = principal.sub_merchant.id if principal.sub_merchant else None
+    return principal.merchant.id, principal.mode.value, sub
+
+
+def record_key(principal: Principal | ClientPrincipal, key: str) -> str:
+    merchant, mode, sub = _caller(principal)
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"pago:idem:{principal.mode.value}:{principal.merchant.id}:{sub}:{digest}"
+    return f"pago:idem:{mode}:{merchant}:{sub or '-'}:{digest}"
 
 
 class IdempotencyStore:
@@ -169,6 +183,7 @@ class IdempotencyStore:
 
 
 Admit = Callable[[Request], Awaitable[Principal]]
+OAuthAdmit = Callable[[Request], Awaitable[ClientPrincipal]]
 
 CLAIM_STATE = "idempotency_claim"
 """``scope["state"]`` key of the request's :class:`DurableClaim` (read by the transaction)."""
@@ -176,9 +191,9 @@ REDACT_STATE = "idempotency_redact"
 """``scope["state"]`` key of the response fields a route keeps out of the stored copy."""
 
 
-def durable_scope(principal: Principal, key: str) -> RecordScope:
-    sub = principal.sub_merchant.id if principal.sub_merchant else ""
-    return RecordScope(principal.merchant.id, principal.mode.value, sub, key)
+def durable_scope(principal: Principal | ClientPrincipal, key: str) -> RecordScope:
+    merchant, mode, sub = _caller(principal)
+    return RecordScope(merchant, mode, sub or "", key)
 
 
 def _conflict() -> IdempotencyConflict:
@@ -211,6 +226,8 @@ class IdempotencyMiddleware:
 
     It admits the request first (rate limit and API key) because the scope is the merchant;
     the principal is left in ``request.state.principal`` so the endpoint does not admit twice.
+    POSTs to ``oauth_paths`` are admitted with ``oauth_admit`` (the bearer JWT) instead, which
+    leaves the verified client in the request state the same way.
     """
 
     def __init__(
@@ -221,19 +238,24 @@ class IdempotencyMiddleware:
         durable: Callable[[], DurableStore],
         admit: Callable[[], Admit],
         doc_base_url: str | None,
+        oauth_admit: Callable[[], OAuthAdmit] | None = None,
+        oauth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self._store = store
         self._durable = durable
         self._admit = admit
+        self._oauth_admit = oauth_admit
+        self._oauth_paths = oauth_paths
         self._doc_base_url = doc_base_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not str(scope["path"]).startswith("/v1/")
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope["path"])
+        oauth = self._oauth_admit is not None and path in self._oauth_paths
+        if not oauth and not path.startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         key = Headers(scope=scope).get(HEADER.lower())
@@ -242,8 +264,13 @@ class IdempotencyMiddleware:
             return
         store = self._store()
         try:
-            principal = await self._admit()(Request(scope))
-            scope.setdefault("state", {})["principal"] = principal
+            state = scope.setdefault("state", {})
+            principal: Principal | ClientPrincipal
+            if oauth and self._oauth_admit is not None:
+                principal = await self._oauth_admit()(Request(scope))
+            else:
+                principal = await self._admit()(Request(scope))
+                state["principal"] = principal
             if not key or len(key) > MAX_KEY_LENGTH:
                 raise InvalidRequest(
                     f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters long.", param=HEADER

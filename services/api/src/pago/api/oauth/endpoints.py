@@ -99,6 +99,15 @@ async def token(
     description="The current key, its scheduled successor and retired keys whose tokens may "
     "still be live. Cacheable for `PAGO_OAUTH_JWKS_MAX_AGE_SECONDS`.",
     response_model=JsonWebKeySet,
+    responses={
+        200: {
+            "content": {
+                "application/jwk-set+json": {
+                    "schema": {"$ref": "#/components/schemas/JsonWebKeySet"}
+                }
+            }
+        }
+    },
 )
 async def jwks(state: State) -> JSONResponse:
     max_age = state.settings.oauth_jwks_max_age_seconds

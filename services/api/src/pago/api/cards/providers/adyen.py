@@ -54,6 +54,7 @@ from pago.api.cards.providers.base import (
     ProviderNotification,
     ProviderRejected,
     ProviderStatus,
+    ProviderTimeout,
     ProviderUnavailable,
     WebhookAck,
 )
@@ -327,7 +328,7 @@ class AdyenAdapter:
         try:
             response = await self._client.request(method, path, json=body, headers=headers)
         except httpx.TimeoutException as error:
-            raise ProviderUnavailable(CardProvider.ADYEN, f"{method} {path} timed out") from error
+            raise ProviderTimeout(CardProvider.ADYEN, f"{method} {path} timed out") from error
         except httpx.HTTPError as error:
             raise ProviderUnavailable(
                 CardProvider.ADYEN, f"{method} {path} failed: {type(error).__name__}"

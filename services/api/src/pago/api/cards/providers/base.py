@@ -153,6 +153,12 @@ class ProviderUnavailable(ProviderError):
     """Timeout, connection failure, 5xx or 429: the next candidate may be tried."""
 
 
+class ProviderTimeout(ProviderUnavailable):
+    """No answer in time: the provider may still have created the checkout, so the attempt
+    is a possible orphan (the sweeper replays its idempotency key and expires what it finds).
+    Any other ``ProviderUnavailable`` (refused connection, 5xx, 429) created nothing."""
+
+
 class ProviderRejected(ProviderError):
     """A 4xx caused by the request: failing over would not help."""
 

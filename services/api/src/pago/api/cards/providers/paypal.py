@@ -45,6 +45,7 @@ from pago.api.cards.providers.base import (
     ProviderNotification,
     ProviderRejected,
     ProviderStatus,
+    ProviderTimeout,
     ProviderUnavailable,
     WebhookAck,
 )
@@ -298,6 +299,8 @@ class PayPalAdapter:
                         **(headers or {}),
                     },
                 )
+            except httpx.TimeoutException as error:
+                raise ProviderTimeout(CardProvider.PAYPAL, f"{method} {path}: timed out") from error
             except httpx.HTTPError as error:
                 raise self._unavailable(f"{method} {path}: {type(error).__name__}") from error
             if response.status_code == 401 and attempt == 0:

@@ -34,6 +34,7 @@ from pago.api.cards.providers.base import (
     ProviderNotification,
     ProviderRejected,
     ProviderStatus,
+    ProviderTimeout,
     ProviderUnavailable,
     WebhookAck,
 )
@@ -435,7 +436,7 @@ class StripeAdapter:
         try:
             response = await self._client.request(method, path, content=content, headers=headers)
         except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(self.name, f"{method} {path}: timed out") from exc
+            raise ProviderTimeout(self.name, f"{method} {path}: timed out") from exc
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(self.name, f"{method} {path}: {type(exc).__name__}") from exc
         try:
