@@ -1,11 +1,13 @@
-"""`pago-dev up` (what `make dev` runs) brings the system up; its printed key answers; Ctrl-C
-stops everything and leaves no process behind."""
+"""`pago-dev up` (what `make dev` runs) brings the system up; its printed key answers; the card
+walk-through it prints works as printed (a token from the demo card client, a card session at a
+local provider); Ctrl-C stops everything and leaves no process behind."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -42,7 +45,11 @@ def _create_solana(port: int, key: str) -> str:
             time.sleep(float(exc.headers.get("Retry-After", "1")))
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+SEED_SHAPE = {"sessionId", "checkoutUrl", "status", "routing", "expiresAt", "createdAt"}
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    """The output up to and including the first line matching ``pattern``."""
     assert proc.stdout is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -51,9 +58,77 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re
         if not line and proc.poll() is not None:
             break
         seen.append(line)
-        if match := re.search(pattern, line):
-            return match
+        if re.search(pattern, line):
+            return "".join(seen)
     pytest.fail(f"pago-dev up never printed {pattern!r}; output:\n{''.join(seen)[-4000:]}")
+
+
+def _dev_env(env: dict[str, str]) -> dict[str, str]:
+    """What `pago-dev env` exports, parsed as a shell would."""
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "pago-dev"), "env"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    exports: dict[str, str] = {}
+    for line in printed.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        [exports[name]] = shlex.split(value)
+    return exports
+
+
+def _shell(command: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run a command the banner printed, as a developer pasting it would; its JSON answer."""
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    body: dict[str, Any] = json.loads(result.stdout)
+    return body
+
+
+def _check_card_walkthrough(banner: str, port: int, env: dict[str, str]) -> None:
+    host = f"localhost:{port}"
+    client_id = re.search(r"Card client\s+(cli_[0-9a-f]{24})", banner)
+    assert client_id is not None, banner
+    token_curl = (
+        'curl -s -u "$PAGO_DEV_CARD_CLIENT_ID:$PAGO_DEV_CARD_CLIENT_SECRET"'
+        f" -d grant_type=client_credentials {host}/oauth/token"
+    )
+    assert token_curl in banner
+    assert "Idempotency-Key" in banner
+    assert "checkoutUrl" in banner
+    assert "click Pay" in banner
+    exported = _dev_env(env)
+    assert exported["PAGO_DEV_CARD_CLIENT_ID"] == client_id.group(1)
+    assert f"export PAGO_DEV_CARD_CLIENT_SECRET={exported['PAGO_DEV_CARD_CLIENT_SECRET']}" in banner
+    # The api enables every local provider (it enables none by default).
+    assert exported["PAGO_CARD_ENABLED_PROVIDERS"] == "adyen,paypal,stripe"
+    shell_env = {**env, **exported}
+    token = _shell(token_curl, shell_env)
+    assert token["token_type"].lower() == "bearer"
+    assert set(token["scope"].split()) == {"sessions:write", "sessions:read"}
+    # The create command exactly as printed: from its `curl` to the body's closing quote.
+    create = re.search(r"^  (curl -s \S+/api/v1/sessions .*?\n\s*\}')$", banner, re.S | re.M)
+    assert create is not None, banner
+    command = create.group(1)  # its line continuations are the shell's to join
+    assert '"total": 140.76' in command, "the seed's body, its numbers as written"
+    session = _shell(command, {**shell_env, "TOKEN": token["access_token"]})
+    assert set(session) == SEED_SHAPE
+    assert session["status"] == "PENDING"
+    stack = json.loads((Path(env["PAGO_DEVSTACK_DIR"]) / "stack.json").read_text())
+    providers = stack["card_providers"]["providers"]
+    winner = session["routing"]["selectedProvider"]
+    assert session["checkoutUrl"].startswith(providers[winner] + "/")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/sessions/{session['sessionId']}",
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+        shown = json.loads(response.read())
+    assert (shown["status"], shown["amount"]["total"]) == ("PENDING", "140.76")
 
 
 @pytest.mark.slow
@@ -72,7 +147,10 @@ def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
     )
     descendants: list[psutil.Process] = []
     try:
-        key = _read_until(proc, r"Test key\s+(sk_test_[0-9a-f]{48})", timeout=180).group(1)
+        banner = _read_until(proc, r"Ctrl-C stops everything", timeout=180)
+        found = re.search(r"Test key\s+(sk_test_[0-9a-f]{48})", banner)
+        assert found is not None, banner
+        key = found.group(1)
         descendants = psutil.Process(proc.pid).children(recursive=True)
         assert descendants, "the services and servers run as child processes"
         request = urllib.request.Request(
@@ -91,6 +169,7 @@ def test_dev_up_serves_the_printed_key_and_stops_clean(tmp_path: Path) -> None:
         assert cards["webhook_base_url"] == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{cards['url']}/healthz", timeout=10) as health:  # noqa: S310
             assert "stripe" in json.loads(health.read())["providers"]
+        _check_card_walkthrough(banner, port, env)
         # The local chains are what a checkout page may watch (detection_rpc_url).
         chains = tomllib.loads((tmp_path / "devstack" / "chains.toml").read_text())
         for network in ("ETHEREUM", "SOLANA"):

@@ -3,6 +3,7 @@
 pago-dev up                 # stack + migrations + demo merchant + every service; Ctrl-C stops
 pago-dev pay cs_… [10.5]    # a real token transfer to the session's deposit address
 pago-dev env                # print the running stack's environment as shell exports
+                            # (with the demo card client: PAGO_DEV_CARD_CLIENT_ID/_SECRET)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from pago.common.db.migrate import upgrade
 from pago.common.money import MoneyError, format_units, parse_units
 from pago.devstack._support import DevStackError, repo_root, venv_command
-from pago.devstack.seed import POOL_KEYS_DIR, seed
+from pago.devstack.seed import CARD_SESSION_EXAMPLE, POOL_KEYS_DIR, Demo, load_demo, seed
 from pago.devstack.stack import DevStack, load_stack_info
 
 log = logging.getLogger("pago.devstack")
@@ -174,7 +175,7 @@ def up(args: argparse.Namespace) -> int:
         api = dict(procs).get("api")
         if api is not None:
             _wait_http(f"http://127.0.0.1:{args.api_port}/healthz", 60, api)
-        _banner(demo.api_key, stack, [n for n, _ in procs], args.api_port)
+        _banner(demo, stack, [n for n, _ in procs], args.api_port)
         while not stopping:
             for name, proc in procs:
                 if proc.poll() is not None:
@@ -203,11 +204,39 @@ def up(args: argparse.Namespace) -> int:
         log.info("stopped; nothing left running")
 
 
-def _banner(key: str, stack: DevStack, services: list[str], api_port: int) -> None:
+def card_walkthrough(demo: Demo, api_port: int) -> str:
+    """How to take a card payment on the dev stack: a token, a session, the hosted page."""
+    if demo.card_client_id is None or demo.card_client_secret is None:
+        return ""
+    host = f"localhost:{api_port}"
+    token_curl = (
+        'curl -s -u "$PAGO_DEV_CARD_CLIENT_ID:$PAGO_DEV_CARD_CLIENT_SECRET"'
+        f" -d grant_type=client_credentials {host}/oauth/token"
+    )
+    # The seed's body verbatim (its JSON numbers stay as written), indented for the banner.
+    body = CARD_SESSION_EXAMPLE.read_text().strip().replace("\n", "\n       ")
+    return f"""
+Card checkout (the demo merchant's OAuth client, test mode, sessions:write sessions:read):
+  export PAGO_DEV_CARD_CLIENT_ID={demo.card_client_id}
+  export PAGO_DEV_CARD_CLIENT_SECRET={demo.card_client_secret}
+  {token_curl}
+  export TOKEN=...                   # its access_token (good for expires_in seconds)
+  curl -s {host}/api/v1/sessions -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -H "Idempotency-Key: $(date +%s)" \\
+       -d '{body}'
+  Open its checkoutUrl in a browser and click Pay (or Decline): the session turns COMPLETED
+  (FAILED) in GET {host}/api/v1/sessions/<sessionId>, and your webhook endpoints
+  (POST /v1/webhook_endpoints with the test key) get card_session.completed (.failed).
+"""
+
+
+def _banner(demo: Demo, stack: DevStack, services: list[str], api_port: int) -> None:
     base = f"http://localhost:{api_port}"
+    key = demo.api_key
     eth = "anvil" if stack.anvil_node is not None else "off"
     sol = "Surfpool" if stack.surfpool_node is not None else "off"
     cards = "off"
+    walkthrough = ""
     if stack.card_provider_server is not None:
         server = stack.card_provider_server
         names = ", ".join(sorted(server.contexts)) or "none"
@@ -215,6 +244,8 @@ def _banner(key: str, stack: DevStack, services: list[str], api_port: int) -> No
             f"{names} on {server.base_url} (webhooks to {base}/api/v1/webhooks/<provider>;"
             f" failures: POST {server.base_url}/_control/<provider>)"
         )
+        walkthrough = card_walkthrough(demo, api_port)
+    card_client = f"\n  Card client  {demo.card_client_id}" if demo.card_client_id else ""
     print(
         f"""
 Pago is running: {", ".join(services) or "no services"}
@@ -222,7 +253,7 @@ Local chains: ETHEREUM test mode on {eth}, SOLANA test mode on {sol}.
 Card providers: {cards}
 
   API          {base}        (docs: {base}/docs)
-  Test key     {key}
+  Test key     {key}{card_client}
 
 Try:
   export KEY={key}
@@ -232,7 +263,7 @@ Try:
             "currency": "USDT", "network": "ETHEREUM"}}'
   make pay SESSION=cs_...            # a real USDT transfer on the local chain
   curl -s {base}/v1/checkout/sessions/cs_... -H "Authorization: Bearer $KEY"
-
+{walkthrough}
 Ctrl-C stops everything.
 """,
         flush=True,
@@ -303,7 +334,12 @@ def env_cmd(_: argparse.Namespace) -> int:
     except DevStackError as exc:
         print(f"pago-dev: {exc}", file=sys.stderr)
         return 1
-    for key, value in info["env"].items():
+    exports = dict(info["env"])
+    demo = load_demo(Path(info["workdir"]))
+    if demo is not None and demo.card_client_id and demo.card_client_secret:
+        exports["PAGO_DEV_CARD_CLIENT_ID"] = demo.card_client_id
+        exports["PAGO_DEV_CARD_CLIENT_SECRET"] = demo.card_client_secret
+    for key, value in exports.items():
         print(f"export {key}={shlex.quote(str(value))}")
     return 0
 

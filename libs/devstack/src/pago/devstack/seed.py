@@ -1,12 +1,14 @@
-"""Seed the dev stack: a demo merchant with a test key, xpubs and a Solana address pool.
+"""Seed the dev stack: a demo merchant with a test key, xpubs, a Solana address pool and an
+OAuth client of the card API (test mode, ``sessions:write sessions:read``).
 
 The pool's private keys are kept beside the stack (``<workdir>/pool-keys``, the file the api
 appends to when it refills a development pool), never in the database, so a developer can
 sweep what test payments left on them.
 
 Seeding goes through ``pago-admin`` exactly as an operator would. The demo key is kept in
-``<workdir>/demo.json`` (dev only: the database stores only its hash) so a restarted
-``make dev`` prints the same key.
+``<workdir>/demo.json`` (mode 0600; dev only: the database stores only its hash) so a restarted
+``make dev`` prints the same key; the card client's secret is kept there the same way. Both are
+generated per dev stack (per work dir), never fixed values in the code.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,37 @@ DEV_MNEMONIC = (
 )
 SOLANA_POOL_SIZE = 200
 POOL_KEYS_DIR = "pool-keys"
+CARD_SCOPES = "sessions:write sessions:read"
+CARD_CLIENT_LABEL = "make dev"
+CARD_SESSION_EXAMPLE = Path(__file__).with_name("card_session.json")
+"""The body of ``POST /api/v1/sessions`` the banner and the README show: seed 003's order
+(AUD 140.76), kept as text because its amounts are JSON numbers with a decimal point."""
 
 
 @dataclass(frozen=True, slots=True)
 class Demo:
     merchant_id: str
     api_key: str
+    card_client_id: str | None = None
+    card_client_secret: str | None = None
+    """The card API's client credentials (``POST /oauth/token``); None until seeded."""
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "merchant_id": self.merchant_id,
+            "api_key": self.api_key,
+            "card_client_id": self.card_client_id,
+            "card_client_secret": self.card_client_secret,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Demo:
+        return cls(
+            str(data["merchant_id"]),
+            str(data["api_key"]),
+            data.get("card_client_id"),
+            data.get("card_client_secret"),
+        )
 
 
 def _admin(args: Sequence[str], env: Mapping[str, str], stdin: str | None = None) -> Any:
@@ -85,13 +112,67 @@ def _merchant_exists(env: Mapping[str, str], merchant_id: str) -> bool:
     return any(m.get("id") == merchant_id for m in merchants)
 
 
+def _card_client_active(env: Mapping[str, str], client_id: str) -> bool:
+    clients = _admin(["oauth-client", "list", "--merchant", DEMO_MERCHANT], env) or []
+    return any(c.get("id") == client_id and c.get("revoked_at") is None for c in clients)
+
+
+def _card_client(env: Mapping[str, str], demo: Demo) -> Demo:
+    """``demo`` with an active card client: the saved one, else a new one."""
+    if (
+        demo.card_client_id is not None
+        and demo.card_client_secret is not None
+        and _card_client_active(env, demo.card_client_id)
+    ):
+        return demo
+    created = _admin(
+        [
+            "oauth-client",
+            "create",
+            "--merchant",
+            demo.merchant_id,
+            "--mode",
+            "test",
+            "--scope",
+            CARD_SCOPES,
+            "--label",
+            CARD_CLIENT_LABEL,
+        ],
+        env,
+    )
+    return replace(
+        demo,
+        card_client_id=str(created["client_id"]),
+        card_client_secret=str(created["client_secret"]),
+    )
+
+
+def load_demo(workdir: Path) -> Demo | None:
+    """What the last ``seed`` in ``workdir`` saved (None before the first)."""
+    try:
+        return Demo.from_json(json.loads((workdir / DEMO_FILE).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def _save(workdir: Path, demo: Demo) -> None:
+    path = workdir / DEMO_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(demo.to_json(), out)
+    os.chmod(path, 0o600)  # a file an older make dev wrote keeps its mode otherwise
+
+
 def seed(workdir: Path, env: Mapping[str, str]) -> Demo:
-    """Create the demo merchant once; return it with its test key."""
-    saved = workdir / DEMO_FILE
-    if saved.exists() and _merchant_exists(env, DEMO_MERCHANT):
-        data = json.loads(saved.read_text())
-        return Demo(data["merchant_id"], data["api_key"])
-    if not _merchant_exists(env, DEMO_MERCHANT):
+    """Create the demo merchant and its card client once; return them with their secrets."""
+    saved = load_demo(workdir)
+    exists = _merchant_exists(env, DEMO_MERCHANT)
+    if saved is not None and exists:
+        demo = _card_client(env, saved)
+        if demo != saved:
+            _save(workdir, demo)
+        return demo
+    if not exists:
         _admin(
             ["merchant", "create", "--id", DEMO_MERCHANT, "--name", "Demo Store"],
             env,
@@ -107,7 +188,6 @@ def seed(workdir: Path, env: Mapping[str, str]) -> Demo:
             pool,
         )
     created = _admin(["key", "create", DEMO_MERCHANT, "--mode", "test", "--label", "make dev"], env)
-    demo = Demo(DEMO_MERCHANT, str(created["key"]))
-    saved.write_text(json.dumps({"merchant_id": demo.merchant_id, "api_key": demo.api_key}))
-    os.chmod(saved, 0o600)
+    demo = _card_client(env, Demo(DEMO_MERCHANT, str(created["key"])))
+    _save(workdir, demo)
     return demo

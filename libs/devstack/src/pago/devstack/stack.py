@@ -298,8 +298,11 @@ class DevStack:
             for symbol, address in self.anvil_node.tokens.items():
                 env[f"PAGO_DEV_EVM_{symbol}"] = address
             env["PAGO_DEV_EVM_PAYER_KEYS"] = ",".join(k for _, k in self.anvil_node.payers)
-        if self.card_provider_server is not None:
-            env.update(self.card_provider_server.env_vars())
+        if (cards := self.card_provider_server) is not None:
+            env.update(cards.env_vars())
+            # The api enables no provider by default: without this it would know the local
+            # providers' URLs and credentials and still route no card session to them.
+            env["PAGO_CARD_ENABLED_PROVIDERS"] = ",".join(sorted(cards.contexts))
         if self.surfpool_node is not None:
             env["PAGO_DEV_SOLANA_RPC_URL"] = self.surfpool_node.rpc_url
             env["PAGO_DEV_SOLANA_WS_URL"] = self.surfpool_node.ws_url
