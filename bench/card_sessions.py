@@ -27,7 +27,8 @@ api's rate approaches it, the fake (or the adapter's client) is the bottleneck, 
 
 ``PAGO_BENCH_PROFILE=1`` runs the api under cProfile (its whole life; the figures of such a run
 are the profiler's) and adds its top functions by own time to the result.
-``PAGO_BENCH_CARD_POOL_SIZE`` (default 24) sizes the api's and the floor's Postgres pools.
+``PAGO_BENCH_CARD_POOL_SIZE`` (default 24) sizes the api's and the floor's Postgres pools;
+``PAGO_BENCH_CARD_API_ONLY=1`` measures the api alone (``=16`` and ``=1`` show the pool stall).
 """
 
 from __future__ import annotations
