@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import (
     card_scorer,
+    card_sessions,
     kafka_mock,
     matcher_drain,
     notifier_fanout,
@@ -30,6 +31,7 @@ BENCHES: dict[str, Bench] = {
     "solana_watcher": solana_watcher.run,
     "kafka_mock": kafka_mock.run,
     "card_scorer": card_scorer.run,
+    "card_sessions": card_sessions.run,
 }
 
 
