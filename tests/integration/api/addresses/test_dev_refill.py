@@ -132,6 +132,7 @@ class TestWatchOnly:
             settings = make_settings(
                 env=env,
                 api_key_pepper="pepper-" + env,
+                oauth_key_encryption_secret="an-oauth-key-secret-of-32-characters",
                 dev_pool_keys_dir=str(tmp_path),
                 # Production refuses the static table; no rate is fetched here.
                 rate_provider="http",
