@@ -79,7 +79,7 @@ def as_utc(value: datetime) -> datetime:
 
 NO_NUL_PATTERN = "^[^\x00]*$"
 HTTP_URL_PATTERN = (
-    "^[Hh][Tt][Tt][Pp][Ss]?://(?:[^\x00-\x20\x7f-\x9f\"<>\\\\^`{|}%]|%[0-9A-Fa-f]{2})+$"
+    '^[Hh][Tt][Tt][Pp][Ss]?://(?:[^\x00-\x20\x7f-\x9f"<>\\\\^`{|}%]|%[0-9A-Fa-f]{2})+$'
 )
 """The shape ``http_url`` checks (it also needs a host; the document cannot say it all)."""
 
