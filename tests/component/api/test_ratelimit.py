@@ -132,6 +132,21 @@ class TestPublicRateLimit:
             async with as_client(app, "198.51.100.9") as other_payer:
                 assert (await other_payer.get(f"/checkout/{session_id}")).status_code == 200
 
+    async def test_the_card_api_is_limited_per_client_not_by_the_public_bucket(
+        self, settings: ApiSettings, db: AsyncEngine, redis: Redis
+    ) -> None:
+        async with (
+            running_app(public_limited(settings)) as (app, _),
+            as_client(app, "203.0.113.10") as caller,
+        ):
+            while (await caller.get("/healthz")).status_code != 429:
+                pass  # the public bucket of this IP is empty
+            path = "/api/v1/sessions/e4b8c1a2-b088-4e79-99ad-2c3e0fa3f1b9"
+            for _ in range(3):
+                assert (await caller.get(path)).status_code != 429
+            # Provider webhooks are public: the per-IP bucket still applies to them.
+            assert_error(await caller.post("/api/v1/webhooks/stripe"), 429, "rate_limited")
+
     async def test_the_asyncapi_documents_are_limited_too(
         self, settings: ApiSettings, db: AsyncEngine, redis: Redis
     ) -> None:

@@ -162,6 +162,21 @@ async def test_concurrent_requests_with_one_key_make_one_provider_call(
         assert await conn.scalar(select(func.count()).select_from(card_sessions)) == 1
 
 
+async def test_more_concurrent_creates_than_pool_connections_all_succeed(
+    stack: CardStack, card_client: CardClient
+) -> None:
+    """Each create keeps its request's transaction open across the provider call and commits
+    short ones beside it: with those from the same pool, as many creates as connections held
+    every connection and waited for a second one (the pool's timeout, then a 500 each)."""
+    pool = stack.settings.db_pool_size * 2  # pool_size + max_overflow
+    responses = await asyncio.gather(*(create(stack, card_client) for _ in range(pool + 6)))
+
+    assert [r.status_code for r in responses] == [201] * len(responses), [
+        r.text for r in responses if r.status_code != 201
+    ]
+    assert len({r.json()["sessionId"] for r in responses}) == len(responses)
+
+
 def _availability(session: dict[str, Any], provider: str) -> Decimal:
     candidate = next(c for c in session["routing"]["candidates"] if c["provider"] == provider)
     return next(

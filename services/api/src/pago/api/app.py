@@ -138,7 +138,16 @@ def create_app(settings: ApiSettings, *, rate_provider: RateProvider | None = No
                 address_cooldown=settings.address_cooldown,
                 pool_refiller=refiller,
             )
-            cards = build_card_service(settings.cards, engine, redis)
+            cards = None
+            if settings.cards.enabled_providers:
+                # Its own pool for the card create's short transactions (see CardSessionService).
+                trace_engine = create_engine(
+                    settings.database_url,
+                    pool_size=max(2, settings.db_pool_size // 4),
+                    application_name="pago-api-cards",
+                )
+                stack.push_async_callback(trace_engine.dispose)
+                cards = build_card_service(settings.cards, engine, redis, trace_engine=trace_engine)
             if cards is not None:
                 stack.push_async_callback(cards.aclose)
             app.state.pago = ApiState(

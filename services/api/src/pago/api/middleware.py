@@ -176,9 +176,12 @@ class MetricsMiddleware:
             LATENCY.labels(method, template).observe(time.perf_counter() - started)
 
 
-_AUTHENTICATED = re.compile(r"/v1/(?!checkout/sessions/[^/]+/events$)")
+_AUTHENTICATED = re.compile(r"/v1/(?!checkout/sessions/[^/]+/events$)|/api/v1/sessions(?:/|$)")
 """Routes under ``/v1/`` take an API key (their limits are per key, or per IP without one),
-except the hosted page's SSE stream, which is public like the page."""
+except the hosted page's SSE stream, which is public like the page; the card API's sessions
+take a JWT (limited per client, or per IP when the token is refused). Provider webhooks
+(``/api/v1/webhooks/…``) keep the per-IP limit: a provider retries a 429, and an unverified
+flood must not turn into as many verification calls (PayPal verifies through its own API)."""
 _HTML = re.compile(r"/checkout/(?!assets/)[^/]+|/docs|/asyncapi")
 
 

@@ -178,8 +178,16 @@ class CardSessionService:
         adapters: Mapping[CardProvider, CardProviderAdapter],
         signals: RoutingSignals,
         config: CardConfig,
+        *,
+        trace_engine: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        self._trace = trace_engine or engine
+        """The short transactions a create commits while its request's transaction stays open
+        across the provider calls (the session row, each attempt). They need a second
+        connection; from the request's own pool, N concurrent creates holding all of its
+        connections would each wait for a second one until the pool timed out. Their own small
+        pool only queues them: its connections are held for one statement's commit."""
         self._adapters = dict(adapters)
         self._signals = signals
         self._config = config
@@ -216,7 +224,7 @@ class CardSessionService:
                 code="no_eligible_provider",
                 param="currency",
             )
-        async with self._engine.begin() as trace:
+        async with self._trace.begin() as trace:
             await repository.insert_session(trace, _session_values(principal, order, body, now))
             await repository.insert_decision(
                 trace,
@@ -262,7 +270,7 @@ class CardSessionService:
 
     async def _fail(self, session_id: str) -> None:
         """No checkout was made: the session is FAILED (it was never shown to the merchant)."""
-        async with self._engine.begin() as trace:
+        async with self._trace.begin() as trace:
             await repository.set_status(
                 trace,
                 session_id,
@@ -286,7 +294,7 @@ class CardSessionService:
                 continue  # its breaker is open (or another replica holds the half-open probe)
             seq += 1
             key = provider_key(order.session_id, seq)
-            async with self._engine.begin() as trace:
+            async with self._trace.begin() as trace:
                 await repository.insert_attempt(trace, order.session_id, seq, provider, key, _now())
             started = time.monotonic()
             status, error, checkout = "failed", None, None
@@ -325,7 +333,7 @@ class CardSessionService:
         error: str | None = None,
         made: Any = None,
     ) -> None:
-        async with self._engine.begin() as trace:
+        async with self._trace.begin() as trace:
             await repository.finish_attempt(
                 trace,
                 session_id,

@@ -59,7 +59,7 @@ def build_adapter(settings: CardSettings, provider: CardProvider) -> CardProvide
 
 
 def build_card_service(
-    settings: CardSettings, engine: AsyncEngine, redis: Redis
+    settings: CardSettings, engine: AsyncEngine, redis: Redis, *, trace_engine: AsyncEngine
 ) -> CardSessionService | None:
     if not settings.enabled_providers:
         return None
@@ -78,4 +78,4 @@ def build_card_service(
         rules=RoutingRules(),
         capabilities={p: settings.capabilities_for(p, a.capabilities) for p, a in adapters.items()},
     )
-    return CardSessionService(engine, adapters, signals, config)
+    return CardSessionService(engine, adapters, signals, config, trace_engine=trace_engine)
