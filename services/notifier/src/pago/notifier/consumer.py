@@ -30,10 +30,11 @@ holds the checkout webhooks back, nor they it. Card events have no hosted-page l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.common import consumer as shared
@@ -47,12 +48,14 @@ from pago.common.consumer import (
     ServiceHandler,
     port_for,
 )
-from pago.common.deadletter import DeadLetterSink, Reason, Rejected, decode, header
+from pago.common.deadletter import DeadLetterSink, Reason, Rejected, Versioned, decode, header
 from pago.common.events import SESSION_EVENT_ADAPTER, AnySessionEvent, CardSessionEvent
 from pago.notifier import metrics
 from pago.notifier.live import LiveFeed
 from pago.notifier.service import FanOut, fan_out, fan_out_cards
 
+E = TypeVar("E", bound=Versioned)
+"""An event this notifier reads (it carries its schema version)."""
 FanOutFn = Callable[[AsyncConnection, Sequence[AnySessionEvent]], Awaitable[FanOut]]
 CardFanOutFn = Callable[[AsyncConnection, Sequence[CardSessionEvent]], Awaitable[FanOut]]
 EVENT_TYPES = frozenset(
@@ -78,22 +81,71 @@ METRICS = ConsumerMetrics(
 )
 
 
-def parse(record: ConsumerRecord[Any, Any]) -> AnySessionEvent:
-    event_type = header(record, "event_type")
-    if event_type is not None and event_type not in EVENT_TYPES:
-        raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
-    return decode(record, SESSION_EVENT_ADAPTER.validate_json)
+def _parser(
+    event_types: frozenset[bytes], validate: Callable[[bytes], E]
+) -> Callable[[ConsumerRecord[Any, Any]], E]:
+    def parse(record: ConsumerRecord[Any, Any]) -> E:
+        event_type = header(record, "event_type")
+        if event_type is not None and event_type not in event_types:
+            raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
+        return decode(record, validate)
+
+    return parse
 
 
-def parse_card(record: ConsumerRecord[Any, Any]) -> CardSessionEvent:
-    event_type = header(record, "event_type")
-    if event_type is not None and event_type not in CARD_EVENT_TYPES:
-        raise Rejected(Reason.UNKNOWN_EVENT_TYPE, repr(event_type))
-    return decode(record, CardSessionEvent.model_validate_json)
+parse = _parser(EVENT_TYPES, SESSION_EVENT_ADAPTER.validate_json)
+parse_card = _parser(CARD_EVENT_TYPES, CardSessionEvent.model_validate_json)
 
 
-class SessionEventHandler(ServiceHandler[AnySessionEvent, FanOut]):
-    """The notifier's steps in the shared batch consumer."""
+class _FanOutHandler(ServiceHandler[E, FanOut]):
+    """Parse, fan out into ``webhook_deliveries`` in one transaction, count, wake the worker."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        parse: Callable[[ConsumerRecord[Any, Any]], E],
+        fan_out: Callable[[AsyncConnection, Sequence[E]], Awaitable[FanOut]],
+        events: Counter,
+        on_stored: Callable[[], None],
+        deadletters: DeadLetterSink,
+        max_backoff: float,
+        first_backoff: float,
+        port: Callable[[object], ConsumerPort],
+        on_halt: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._fan_out = fan_out
+        self._events = events
+        self._on_stored = on_stored
+        self.consumer = BatchConsumer(
+            parse=parse,
+            apply=self._store,
+            done=self._done,
+            deadletters=deadletters,
+            metrics=METRICS,
+            max_backoff=max_backoff,
+            first_backoff=first_backoff,
+            port=port,
+            on_halt=on_halt,
+        )
+
+    async def _store(self, events: Sequence[E]) -> FanOut:
+        async with self._engine.begin() as conn:
+            return await self._fan_out(conn, events)
+
+    async def _done(self, applied: Applied[E, FanOut]) -> None:
+        stored = sum(result.events for result in applied.results)
+        deliveries = sum(result.deliveries for result in applied.results)
+        self._events.labels("webhook").inc(stored)
+        self._events.labels("ignored").inc(len(applied.events) - stored)
+        if deliveries:
+            metrics.DELIVERIES_CREATED.inc(deliveries)
+            self._on_stored()
+
+
+class SessionEventHandler(_FanOutHandler[AnySessionEvent]):
+    """``checkout.sessions``: webhooks, and the hosted page's live feed."""
 
     def __init__(
         self,
@@ -108,40 +160,28 @@ class SessionEventHandler(ServiceHandler[AnySessionEvent, FanOut]):
         live: LiveFeed | None = None,
         on_halt: Callable[[], None] = lambda: None,
     ) -> None:
-        self._engine = engine
-        self._fan_out = fan_out
-        self._live = live
-        self._on_stored = on_stored
-        self.consumer = BatchConsumer(
+        super().__init__(
+            engine,
             parse=parse,
-            apply=self._store,
-            done=self._done,
+            fan_out=fan_out,
+            events=metrics.EVENTS,
+            on_stored=on_stored,
             deadletters=deadletters,
-            metrics=METRICS,
             max_backoff=max_backoff,
             first_backoff=first_backoff,
             port=port,
             on_halt=on_halt,
         )
-
-    async def _store(self, events: Sequence[AnySessionEvent]) -> FanOut:
-        async with self._engine.begin() as conn:
-            return await self._fan_out(conn, events)
+        self._live = live
 
     async def _done(self, applied: Applied[AnySessionEvent, FanOut]) -> None:
-        stored = sum(result.events for result in applied.results)
-        deliveries = sum(result.deliveries for result in applied.results)
-        metrics.EVENTS.labels("webhook").inc(stored)
-        metrics.EVENTS.labels("ignored").inc(len(applied.events) - stored)
-        if deliveries:
-            metrics.DELIVERIES_CREATED.inc(deliveries)
-            self._on_stored()
+        await super()._done(applied)
         if self._live is not None:
             await self._live.publish(applied.events)  # best effort; never holds offsets back
 
 
-class CardSessionEventHandler(ServiceHandler[CardSessionEvent, FanOut]):
-    """The notifier's steps for ``card.sessions`` in the shared batch consumer."""
+class CardSessionEventHandler(_FanOutHandler[CardSessionEvent]):
+    """``card.sessions``: webhooks only (card sessions have no hosted page of Pago's)."""
 
     def __init__(
         self,
@@ -155,33 +195,18 @@ class CardSessionEventHandler(ServiceHandler[CardSessionEvent, FanOut]):
         fan_out: CardFanOutFn = fan_out_cards,
         on_halt: Callable[[], None] = lambda: None,
     ) -> None:
-        self._engine = engine
-        self._fan_out = fan_out
-        self._on_stored = on_stored
-        self.consumer = BatchConsumer(
+        super().__init__(
+            engine,
             parse=parse_card,
-            apply=self._store,
-            done=self._done,
+            fan_out=fan_out,
+            events=metrics.CARD_EVENTS,
+            on_stored=on_stored,
             deadletters=deadletters,
-            metrics=METRICS,
             max_backoff=max_backoff,
             first_backoff=first_backoff,
             port=port,
             on_halt=on_halt,
         )
-
-    async def _store(self, events: Sequence[CardSessionEvent]) -> FanOut:
-        async with self._engine.begin() as conn:
-            return await self._fan_out(conn, events)
-
-    async def _done(self, applied: Applied[CardSessionEvent, FanOut]) -> None:
-        stored = sum(result.events for result in applied.results)
-        deliveries = sum(result.deliveries for result in applied.results)
-        metrics.CARD_EVENTS.labels("webhook").inc(stored)
-        metrics.CARD_EVENTS.labels("ignored").inc(len(applied.events) - stored)
-        if deliveries:
-            metrics.DELIVERIES_CREATED.inc(deliveries)
-            self._on_stored()
 
 
 def build_broker(
