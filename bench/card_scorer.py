@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from bench.harness import Servers
-from pago.api.cards.providers.base import Address, Capabilities, CardOrder, OrderItem
+from pago.api.cards.providers.base import Capabilities, CardOrder
 from pago.api.cards.routing.model import (
     BreakerState,
     FeeSchedule,
@@ -29,6 +29,7 @@ from pago.api.cards.routing.model import (
 )
 from pago.api.cards.routing.scorer import score
 from pago.common.enums import CardProvider
+from tests.support.cardproviders import seed_order
 
 ROUNDS = 5000
 WARMUP = 200
@@ -41,30 +42,6 @@ class _Provider(str):
     @property
     def value(self) -> str:
         return str(self)
-
-
-def _order() -> CardOrder:
-    address = Address("123 Collins Street", "Level 5", "Melbourne", "VIC", "3000", "AU")
-    return CardOrder(
-        session_id=str(uuid.uuid4()),
-        order_reference="ORD-2024-001",
-        currency="AUD",
-        exponent=2,
-        total=14076,
-        shipping=995,
-        tax=1181,
-        items=[OrderItem("Wireless Headphones", "WH-100", 1, 11900)],
-        locale="en_AU",
-        customer_email="jane.smith@example.com",
-        customer_first_name="Jane",
-        customer_last_name="Smith",
-        customer_phone="+61412345678",
-        billing_address=address,
-        shipping_address=address,
-        success_url="https://merchant.example.com/checkout/success",
-        failure_url="https://merchant.example.com/checkout/failure",
-        expires_at=datetime(2024, 1, 15, 12, tzinfo=UTC),
-    )
 
 
 def _inputs(n: int) -> dict[str, Any]:
@@ -97,7 +74,7 @@ def _scorer(order: CardOrder, inputs: Mapping[str, Any], session_id: str) -> obj
 def _time_us(fn: Callable[[CardOrder, Mapping[str, Any], str], object], n: int) -> dict[str, float]:
     """Wall time and this thread's CPU time per decision: on a shared machine the wall p99
     includes the scheduler's preemptions, the CPU time only the decision's own work."""
-    order, inputs = _order(), _inputs(n)
+    order, inputs = seed_order(expires_at=datetime(2024, 1, 15, 12, tzinfo=UTC)), _inputs(n)
     ids = [str(uuid.UUID(int=i)) for i in range(ROUNDS)]
     for i in range(WARMUP):
         fn(order, inputs, ids[i])

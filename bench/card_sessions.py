@@ -61,7 +61,7 @@ from pago.api.admin import service as admin
 from pago.api.cards import repository as cards
 from pago.api.cards import stats_repository
 from pago.api.cards.parsing import parse_request
-from pago.api.cards.providers.base import Address, CardOrder, OrderItem
+from pago.api.cards.providers.base import CardOrder
 from pago.api.cards.routing.model import RoutingRules
 from pago.api.cards.routing.scorer import score
 from pago.api.cards.service import (
@@ -89,6 +89,7 @@ from pago.common.kafka import create_producer
 from pago.common.outbox import enqueue
 from pago.common.redis import create_redis
 from pago.common.topics import CARD_SESSIONS
+from tests.support.cardproviders import seed_order
 
 CLIENTS = 32
 WARMUP_S = 3.0
@@ -382,31 +383,6 @@ async def _api(servers: Servers, clients: list[_Client], providers: _Providers) 
 # --- the floor -----------------------------------------------------------------------------
 
 
-def _order(session_id: str, expires_at: datetime) -> CardOrder:
-    """The seed order, as the service builds it from the request."""
-    address = Address("123 Collins Street", "Level 5", "Melbourne", "VIC", "3000", "AU")
-    return CardOrder(
-        session_id=session_id,
-        order_reference="ORD-2024-001",
-        currency="AUD",
-        exponent=2,
-        total=14076,
-        shipping=995,
-        tax=1181,
-        items=[OrderItem("Wireless Headphones", "WH-100", 1, 11900)],
-        locale="en_AU",
-        customer_email="jane.smith@example.com",
-        customer_first_name="Jane",
-        customer_last_name="Smith",
-        customer_phone="+61412345678",
-        billing_address=address,
-        shipping_address=address,
-        success_url="https://merchant.example.com/checkout/success",
-        failure_url="https://merchant.example.com/checkout/failure",
-        expires_at=expires_at,
-    )
-
-
 def _decision_json(
     order: CardOrder, providers: _Providers
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
@@ -447,7 +423,7 @@ async def _floor(
     producer = create_producer(servers.kafka_bootstrap_servers, client_id="bench-card-floor")
     await producer.start()
     body = parse_request(SEED_RAW)
-    ranked, rejected, top = _decision_json(_order(str(uuid.uuid4()), datetime.now(UTC)), providers)
+    ranked, rejected, top = _decision_json(seed_order(expires_at=datetime.now(UTC)), providers)
     response = b'{"sessionId":"' + b"0" * 36 + b'","checkoutUrl":"' + b"x" * 120 + b'"}'
 
     def as_client(n: int) -> Request:
@@ -470,7 +446,7 @@ async def _floor(
             assert await durable.find(claim.scope) is None
             now = datetime.now(UTC).replace(microsecond=0)
             session_id = str(uuid.uuid4())
-            order = _order(session_id, now + timedelta(hours=1))
+            order = seed_order(session_id=session_id, expires_at=now + timedelta(hours=1))
             async with engine.begin() as conn:
                 await claim.take(conn)
                 async with engine.begin() as trace:
@@ -548,7 +524,7 @@ async def _provider_alone(providers: _Providers) -> dict[str, Any]:
         try:
 
             async def create() -> bool:
-                order = _order(str(uuid.uuid4()), datetime.now(UTC) + timedelta(hours=1))
+                order = seed_order()
                 key = provider_key(order.session_id, 1)
                 await adapter.create_checkout(order, idempotency_key=key)  # noqa: B023
                 return True

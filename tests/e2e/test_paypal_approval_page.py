@@ -9,7 +9,8 @@ import uuid
 
 from pago.api.cards.providers.paypal import PayPalAdapter
 from tests.e2e.support import chromium
-from tests.support.paypal import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, local_paypal, seed_order
+from tests.support.cardproviders import seed_order
+from tests.support.paypal import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, local_paypal
 from tests.support.receiver import Receiver
 
 HOOK = "/api/v1/webhooks/paypal"
@@ -29,7 +30,7 @@ async def test_pay_on_the_approval_page_sends_a_signed_webhook() -> None:
             session_id = str(uuid.uuid4())
             # The merchant's return page, served by the receiver so the browser lands somewhere.
             order = dataclasses.replace(
-                seed_order(session_id), success_url=receiver.url("/checkout/success")
+                seed_order(session_id=session_id), success_url=receiver.url("/checkout/success")
             )
             checkout = await adapter.create_checkout(order, idempotency_key="browser")
             async with chromium() as browser:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,6 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from pago.api.cards.providers.base import Address, CardOrder, OrderItem
 from pago.devstack._support import free_tcp_port
 from pago.devstack.cardproviders.context import ProviderContext
 from pago.devstack.cardproviders.paypal import build
@@ -88,28 +86,3 @@ async def local_paypal(webhook_url: str | None = None) -> AsyncIterator[LocalPay
     finally:
         server.should_exit = True
         await task
-
-
-def seed_order(session_id: str) -> CardOrder:
-    """The seed's order (AUD 140.76 = 119.00 + 9.95 shipping + 11.81 tax) as Pago validated it."""
-    address = Address("123 Collins Street", "Level 5", "Melbourne", "VIC", "3000", "AU")
-    return CardOrder(
-        session_id=session_id,
-        order_reference="ORD-2024-001",
-        currency="AUD",
-        exponent=2,
-        total=14076,
-        shipping=995,
-        tax=1181,
-        items=[OrderItem("Wireless Headphones", "WH-100", 1, 11900)],
-        locale="en_AU",
-        customer_email="jane.smith@example.com",
-        customer_first_name="Jane",
-        customer_last_name="Smith",
-        customer_phone="+61412345678",
-        billing_address=address,
-        shipping_address=address,
-        success_url="https://merchant.example.com/checkout/success",
-        failure_url="https://merchant.example.com/checkout/failure",
-        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
-    )

@@ -17,13 +17,14 @@ from pago.api.cards.providers.base import (
     InvalidSignature,
     OrderItem,
     ProviderRejected,
+    ProviderTimeout,
     ProviderUnavailable,
 )
 from pago.api.cards.providers.paypal import PayPalAdapter, to_value
 from pago.common.enums import CardSessionStatus
 from pago.devstack._support import free_tcp_port
+from tests.support.cardproviders import seed_order
 from tests.support.paypal import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, LocalPayPal, local_paypal
-from tests.support.paypal import seed_order as order_for
 from tests.support.receiver import Receiver
 
 HOOK = "/api/v1/webhooks/paypal"
@@ -131,7 +132,9 @@ class TestCreate:
         self, adapter: PayPalAdapter, paypal: LocalPayPal
     ) -> None:
         session_id = str(uuid.uuid4())
-        checkout = await adapter.create_checkout(order_for(session_id), idempotency_key="k-1")
+        checkout = await adapter.create_checkout(
+            seed_order(session_id=session_id), idempotency_key="k-1"
+        )
 
         assert checkout.raw_status == "PAYER_ACTION_REQUIRED"
         assert checkout.checkout_url == f"{paypal.url}/checkoutnow?token={checkout.reference}"
@@ -161,7 +164,7 @@ class TestCreate:
 
     async def test_jpy_has_no_decimals(self, adapter: PayPalAdapter, paypal: LocalPayPal) -> None:
         order = dataclasses.replace(
-            order_for(str(uuid.uuid4())),
+            seed_order(),
             currency="JPY",
             exponent=0,
             total=3300,
@@ -178,7 +181,7 @@ class TestCreate:
     async def test_a_retry_with_the_same_key_is_the_same_order(
         self, adapter: PayPalAdapter
     ) -> None:
-        order = order_for(str(uuid.uuid4()))
+        order = seed_order()
         first = await adapter.create_checkout(order, idempotency_key="same")
         again = await adapter.create_checkout(order, idempotency_key="same")
         other = await adapter.create_checkout(order, idempotency_key="other")
@@ -189,7 +192,7 @@ class TestCreate:
     async def test_a_key_longer_than_paypal_takes_is_still_idempotent(
         self, adapter: PayPalAdapter
     ) -> None:
-        order = order_for(str(uuid.uuid4()))
+        order = seed_order()
         key = "k" * 255
         first = await adapter.create_checkout(order, idempotency_key=key)
         assert (await adapter.create_checkout(order, idempotency_key=key)) == first
@@ -200,7 +203,7 @@ class TestToken:
         self, adapter: PayPalAdapter, calls: list[str]
     ) -> None:
         for key in ("a", "b", "c"):
-            await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key=key)
+            await adapter.create_checkout(seed_order(), idempotency_key=key)
 
         assert calls.count("/v1/oauth2/token") == 1
         assert calls.count("/v2/checkout/orders") == 3
@@ -209,13 +212,13 @@ class TestToken:
         self, adapter: PayPalAdapter, paypal: LocalPayPal, calls: list[str], clock: Clock
     ) -> None:
         await paypal.control(token_expires_in=3600)
-        await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="a")
+        await adapter.create_checkout(seed_order(), idempotency_key="a")
         clock.now += 3600 - 301  # still more than the 5-minute margin left
-        await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="b")
+        await adapter.create_checkout(seed_order(), idempotency_key="b")
         assert calls.count("/v1/oauth2/token") == 1
 
         clock.now += 2  # inside the margin: renewed before PayPal would refuse it
-        await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="c")
+        await adapter.create_checkout(seed_order(), idempotency_key="c")
         assert calls.count("/v1/oauth2/token") == 2
 
     async def test_a_token_paypal_no_longer_takes_is_replaced_once(
@@ -223,7 +226,7 @@ class TestToken:
     ) -> None:
         await paypal.control(token_expires_in=0)  # every token is expired when it arrives
         with pytest.raises(ProviderUnavailable, match="AUTHENTICATION_FAILURE"):
-            await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="a")
+            await adapter.create_checkout(seed_order(), idempotency_key="a")
         assert calls == [
             "/v1/oauth2/token",
             "/v2/checkout/orders",
@@ -237,7 +240,7 @@ class TestToken:
         )
         try:
             with pytest.raises(ProviderUnavailable, match="token: HTTP 401"):
-                await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="a")
+                await adapter.create_checkout(seed_order(), idempotency_key="a")
         finally:
             await adapter.aclose()
 
@@ -252,17 +255,17 @@ class TestFailures:
     ) -> None:
         await paypal.control(mode=mode, count=1)
         with pytest.raises(ProviderUnavailable, match=word):
-            await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="f")
+            await adapter.create_checkout(seed_order(), idempotency_key="f")
         # The fault was for one call: the retry creates the order.
-        checkout = await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="f")
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key="f")
         assert checkout.raw_status == "PAYER_ACTION_REQUIRED"
 
     async def test_a_timeout_is_unavailable_and_its_retry_finds_the_orphan(
         self, adapter: PayPalAdapter, paypal: LocalPayPal
     ) -> None:
         await paypal.control(mode="timeout", count=1, timeout_seconds=1.5)
-        order = order_for(str(uuid.uuid4()))
-        with pytest.raises(ProviderUnavailable, match="Timeout"):
+        order = seed_order()
+        with pytest.raises(ProviderTimeout, match="timed out"):
             await adapter.create_checkout(order, idempotency_key="slow")
 
         retried = await adapter.create_checkout(order, idempotency_key="slow")
@@ -278,14 +281,14 @@ class TestFailures:
         )
         try:
             with pytest.raises(ProviderUnavailable, match="ConnectError"):
-                await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="x")
+                await adapter.create_checkout(seed_order(), idempotency_key="x")
         finally:
             await adapter.aclose()
 
     async def test_an_order_whose_parts_do_not_sum_is_rejected(
         self, adapter: PayPalAdapter
     ) -> None:
-        order = dataclasses.replace(order_for(str(uuid.uuid4())), total=14077)
+        order = dataclasses.replace(seed_order(), total=14077)
         with pytest.raises(ProviderRejected, match="AMOUNT_MISMATCH"):
             await adapter.create_checkout(order, idempotency_key="sum")
 
@@ -293,7 +296,7 @@ class TestFailures:
         self, adapter: PayPalAdapter
     ) -> None:
         order = dataclasses.replace(
-            order_for(str(uuid.uuid4())),
+            seed_order(),
             currency="KWD",
             exponent=3,
             total=140760,
@@ -305,7 +308,7 @@ class TestFailures:
             await adapter.create_checkout(order, idempotency_key="kwd")
 
     async def test_capture_before_approval_is_rejected(self, adapter: PayPalAdapter) -> None:
-        checkout = await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="c")
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key="c")
         with pytest.raises(ProviderRejected, match="ORDER_NOT_APPROVED"):
             await adapter.capture(checkout.reference)
 
@@ -315,7 +318,9 @@ class TestApproval:
         self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
     ) -> None:
         session_id = str(uuid.uuid4())
-        checkout = await adapter.create_checkout(order_for(session_id), idempotency_key="pay")
+        checkout = await adapter.create_checkout(
+            seed_order(session_id=session_id), idempotency_key="pay"
+        )
 
         redirect = await payer(checkout.checkout_url, "Pay")
         assert redirect.status_code == 303
@@ -353,7 +358,9 @@ class TestApproval:
         self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
     ) -> None:
         session_id = str(uuid.uuid4())
-        checkout = await adapter.create_checkout(order_for(session_id), idempotency_key="no")
+        checkout = await adapter.create_checkout(
+            seed_order(session_id=session_id), idempotency_key="no"
+        )
 
         redirect = await payer(checkout.checkout_url, "Decline")
         assert redirect.headers["location"].startswith(
@@ -378,7 +385,7 @@ class TestApproval:
         self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
     ) -> None:
         await paypal.control(mode="decline", count=1)
-        checkout = await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="d")
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key="d")
         await payer(checkout.checkout_url, "Pay")
         await receiver.wait_for(lambda r: len(r.at(HOOK)) == 1)
         [approved] = await adapter.parse_webhook(
@@ -394,7 +401,7 @@ class TestVerification:
     async def delivered(
         self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
     ) -> tuple[dict[str, str], bytes]:
-        checkout = await adapter.create_checkout(order_for(str(uuid.uuid4())), idempotency_key="v")
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key="v")
         await payer(checkout.checkout_url, "Pay")
         await receiver.wait_for(lambda r: len(r.at(HOOK)) == 1)
         request = receiver.at(HOOK)[0]
