@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import uvicorn
 from starlette.applications import Starlette
 
 from pago.devstack._support import free_tcp_port
 from pago.devstack.cardproviders.adyen import AdyenFake, Delivery
 from pago.devstack.cardproviders.context import ProviderContext
+from tests.support.asgi import serve_asgi
 
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
 """Adyen's published example HMAC key (public on purpose: its test vector is signed with it)."""
@@ -64,19 +64,8 @@ async def serve_adyen(
         secrets=dict(SECRETS if secrets is None else secrets),
     )
     fake = AdyenFake(ctx)
-    config = uvicorn.Config(
-        Starlette(routes=[fake.mount()]), host="127.0.0.1", port=port, lifespan="off",
-        log_level="warning", timeout_graceful_shutdown=1,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     try:
-        yield LocalAdyen(ctx.public_url, fake)
+        async with serve_asgi(Starlette(routes=[fake.mount()]), port=port):
+            yield LocalAdyen(ctx.public_url, fake)
     finally:
         await fake.aclose()
-        server.should_exit = True
-        await task

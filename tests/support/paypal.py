@@ -3,7 +3,6 @@ free port, in the test's event loop (until the devstack's card-provider server m
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
@@ -11,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 
 from pago.devstack._support import free_tcp_port
 from pago.devstack.cardproviders.context import ProviderContext
 from pago.devstack.cardproviders.paypal import build
+from tests.support.asgi import serve_asgi
 
 CLIENT_ID = "AeDevstackClientId"
 CLIENT_SECRET = "EDevstackClientSecret"
@@ -72,17 +71,5 @@ async def local_paypal(webhook_url: str | None = None) -> AsyncIterator[LocalPay
         webhook_url=webhook_url,
         secrets={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "webhook_id": WEBHOOK_ID},
     )
-    app = Starlette(routes=[build(ctx)])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve_asgi(Starlette(routes=[build(ctx)]), port=port):
         yield LocalPayPal(ctx, root)
-    finally:
-        server.should_exit = True
-        await task

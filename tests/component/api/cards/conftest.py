@@ -7,7 +7,6 @@ Every provider's fake is wrapped in a counter of the requests it received, so a 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -20,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Mount
@@ -37,6 +35,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from tests.support.api import Merchant, api_settings, seed_merchant
+from tests.support.asgi import serve_asgi
 
 SEED_BODY: dict[str, Any] = json.loads(
     (Path(__file__).parents[3] / "support" / "cards" / "seed_request.json").read_text()
@@ -115,18 +114,8 @@ async def serve_api(
 ) -> AsyncIterator[tuple[FastAPI, ApiSettings]]:
     settings: ApiSettings = settings_for()
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[bound]))
-    while not server.started:  # set once the lifespan ran and the socket accepts
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve_asgi(app, sock=bound, lifespan="on"):
         yield app, settings
-    finally:
-        server.should_exit = True
-        await task
 
 
 def bind() -> socket.socket:

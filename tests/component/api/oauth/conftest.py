@@ -3,7 +3,6 @@ OAuth clients made the way ``pago-admin`` makes them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from joserfc.jwk import RSAKey
 from redis.asyncio import Redis
@@ -32,6 +30,7 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from tests.support.api import Merchant, api_settings
+from tests.support.asgi import serve_asgi
 
 EXTERNAL_ISSUER = "https://idp.example.test"
 EXTERNAL_AUDIENCE = "pago-cards"
@@ -86,18 +85,9 @@ class IssuerServer:
 @contextlib.asynccontextmanager
 async def serving(server: IssuerServer) -> AsyncIterator[IssuerServer]:
     app = Starlette(routes=[Route("/jwks", server.jwks)])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    http = uvicorn.Server(config)
-    task = asyncio.create_task(http.serve())
-    while not http.started:  # uvicorn sets it once the socket listens
-        await asyncio.sleep(0.01)
-    port = http.servers[0].sockets[0].getsockname()[1]
-    server.url = f"http://127.0.0.1:{port}/jwks"
-    try:
+    async with serve_asgi(app) as url:
+        server.url = f"{url}/jwks"
         yield server
-    finally:
-        http.should_exit = True
-        await task
 
 
 @contextlib.asynccontextmanager

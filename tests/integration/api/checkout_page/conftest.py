@@ -5,13 +5,11 @@ SSE needs a real server: httpx's in-process ASGI transport waits for the whole b
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,27 +19,14 @@ from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from tests.support.api import Merchant, api_settings, seed_merchant
+from tests.support.asgi import serve_asgi
 
 
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """``app`` on a free port of 127.0.0.1 with its lifespan; yields the base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-        timeout_graceful_shutdown=1,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_asgi(app, lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
