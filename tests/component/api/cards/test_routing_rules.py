@@ -49,7 +49,9 @@ async def get(stack: CardStack, client: CardClient, session_id: str) -> dict[str
     return body
 
 
-async def set_rules(db: AsyncEngine, merchant_id: str, mode: Mode = Mode.TEST, **rules: Any) -> None:
+async def set_rules(
+    db: AsyncEngine, merchant_id: str, mode: Mode = Mode.TEST, **rules: Any
+) -> None:
     async with db.begin() as conn:
         await admin.set_card_rules(conn, merchant_id, mode=mode, **rules)
 
