@@ -631,3 +631,25 @@ card_route_stats = Table(
     Index("ix_card_route_stats_window", "window_start"),
     comment="what routing's conversion component learns from: one row per route and hour",
 )
+
+card_routing_rules = Table(
+    "card_routing_rules",
+    metadata,
+    Column("merchant_id", Text, ForeignKey("merchants.id"), primary_key=True),
+    Column("mode", Text, primary_key=True),
+    Column("pin", Text, comment="always this provider when it can take the order"),
+    Column(
+        "exclude",
+        ARRAY(Text),
+        nullable=False,
+        server_default=text("'{}'"),
+        comment="providers never tried",
+    ),
+    Column("split", JSONB, comment='{"stripe": 70, "paypal": 30}: whole percents summing to 100'),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("mode IN ('test', 'live')", name="ck_card_routing_rules_mode"),
+    CheckConstraint(
+        "pin IS NULL OR NOT (pin = ANY (exclude))", name="ck_card_routing_rules_pin_not_excluded"
+    ),
+    comment="a merchant's say in card routing, per mode (pago-admin card-rules)",
+)

@@ -11,6 +11,7 @@ Examples::
     pago-admin xpub register "$M" --family evm --mode test xpub6D…
     pago-admin pool import "$M" --family solana --mode test addresses.txt
     pago-admin pool depth            # every pool: available, cooling, held, leased
+    pago-admin card-rules set --merchant "$M" --mode live --split stripe=70 --split paypal=30
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pago.api.admin import service
 from pago.api.admin.service import AdminError
 from pago.api.admin.settings import AdminSettings
 from pago.common.db.engine import create_engine
-from pago.common.enums import ChainFamily, Mode
+from pago.common.enums import CardProvider, ChainFamily, Mode
 from pago.common.settings import describe_validation_error, exit_with
 
 PROG = "pago-admin"
@@ -329,6 +330,43 @@ async def _oauth_key_rotate(conn: AsyncConnection, a: argparse.Namespace, s: Adm
     return {"kid": kid} if a.json else kid
 
 
+def _rules_rows(rules: Sequence[service.CardRules]) -> list[dict[str, Any]]:
+    return [
+        {
+            "merchant_id": r.merchant_id,
+            "mode": r.mode.value,
+            "pin": r.pin,
+            "exclude": " ".join(r.exclude) or None,
+            "split": " ".join(f"{p}={share}" for p, share in r.split.items()) if r.split else None,
+            "updated_at": r.updated_at,
+        }
+        for r in rules
+    ]
+
+
+_RULES_COLUMNS = ("merchant_id", "mode", "pin", "exclude", "split", "updated_at")
+
+
+async def _rules_set(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    rules = await service.set_card_rules(
+        conn, a.merchant, mode=Mode(a.mode), pin=a.pin, exclude=a.exclude, split=a.split
+    )
+    return rules if a.json else _table(_rules_rows([rules]), _RULES_COLUMNS)
+
+
+async def _rules_show(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    mode = Mode(a.mode) if a.mode else None
+    rules = await service.show_card_rules(conn, a.merchant, mode)
+    return rules if a.json else _table(_rules_rows(rules), _RULES_COLUMNS)
+
+
+async def _rules_clear(conn: AsyncConnection, a: argparse.Namespace, s: AdminSettings) -> Any:
+    cleared = await service.clear_card_rules(conn, a.merchant, mode=Mode(a.mode))
+    if a.json:
+        return {"merchant_id": a.merchant, "mode": a.mode, "cleared": cleared}
+    return f"{a.merchant} ({a.mode}): " + ("rules cleared" if cleared else "had no rules")
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -342,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Administer Pago: merchants, sub-merchants, API keys, fees, xpubs, pools, "
-        "OAuth clients and signing keys.",
+        "OAuth clients and signing keys, card routing rules.",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -460,6 +498,36 @@ def _parser() -> argparse.ArgumentParser:
     command(oauth, "revoke", _oauth_revoke, "revoke a client (no new tokens)").add_argument(
         "client_id"
     )
+    rules = group(
+        "card-rules",
+        "a merchant's card routing rules per mode: pin, exclude or split volume",
+    )
+    providers = [p.value for p in CardProvider]
+    rset = command(
+        rules,
+        "set",
+        _rules_set,
+        "replace the merchant's rules in this mode (the next card session uses them)",
+    )
+    rset.add_argument("--merchant", required=True, help="merchant id")
+    rset.add_argument("--mode", required=True, choices=modes)
+    rset.add_argument("--pin", choices=providers, help="always this provider when it can")
+    rset.add_argument(
+        "--exclude", action="append", default=[], choices=providers, help="never (repeatable)"
+    )
+    rset.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="PROVIDER=PERCENT",
+        help="volume share of the first attempt (repeatable; shares sum to 100)",
+    )
+    rshow = command(rules, "show", _rules_show, "show the merchant's rules")
+    rshow.add_argument("--merchant", required=True, help="merchant id")
+    rshow.add_argument("--mode", choices=modes, help="only this mode")
+    rclear = command(rules, "clear", _rules_clear, "remove the rules: route by score alone")
+    rclear.add_argument("--merchant", required=True, help="merchant id")
+    rclear.add_argument("--mode", required=True, choices=modes)
     okey = group("oauth-key", "the card API's token-signing keys")
     command(okey, "rotate", _oauth_key_rotate, "create a new signing key now; prints its kid")
     return parser

@@ -8,11 +8,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common.db.schema import (
     api_keys,
+    card_routing_rules,
     deposit_addresses,
     deposit_xpubs,
     merchants,
@@ -287,3 +289,41 @@ async def revoke_oauth_client(conn: AsyncConnection, client_id: str, now: dateti
     )
     row = (await conn.execute(statement)).first()
     return None if row is None else row.revoked_at.isoformat()
+
+
+# --- card routing rules -----------------------------------------------------------------------
+
+rr = card_routing_rules
+
+
+async def upsert_card_rules(
+    conn: AsyncConnection, merchant_id: str, mode: str, values: dict[str, Any], now: datetime
+) -> None:
+    """Replace the rules of ``merchant_id`` in ``mode`` (all of them: pin, exclude, split)."""
+    row = {"merchant_id": merchant_id, "mode": mode, **values, "updated_at": now}
+    statement = pg_insert(rr).values(**row)
+    replaced = {
+        name: statement.excluded[name] for name in ("pin", "exclude", "split", "updated_at")
+    }
+    await conn.execute(
+        statement.on_conflict_do_update(index_elements=[rr.c.merchant_id, rr.c.mode], set_=replaced)
+    )
+
+
+async def card_rules(
+    conn: AsyncConnection, merchant_id: str, mode: str | None
+) -> list[dict[str, Any]]:
+    query = select(
+        rr.c.merchant_id, rr.c.mode, rr.c.pin, rr.c.exclude, rr.c.split, rr.c.updated_at
+    ).where(rr.c.merchant_id == merchant_id)
+    if mode is not None:
+        query = query.where(rr.c.mode == mode)
+    rows = await conn.execute(query.order_by(rr.c.mode))
+    return [dict(row._mapping) for row in rows]
+
+
+async def delete_card_rules(conn: AsyncConnection, merchant_id: str, mode: str) -> bool:
+    result = await conn.execute(
+        delete(rr).where(rr.c.merchant_id == merchant_id, rr.c.mode == mode)
+    )
+    return bool(result.rowcount)

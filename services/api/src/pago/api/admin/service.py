@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import decimal
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +19,7 @@ from pago.api.addresses import repository as addresses
 from pago.api.addresses.codec import AddressError, derivable, normalize_address, validate_xpub
 from pago.api.admin import repository
 from pago.api.auth.keys import SUB_MERCHANT_CODE, generate_key, hash_key, key_hint
+from pago.api.cards.routing.rules import InvalidRules, parse_rules, parse_share, stored
 from pago.api.ids import new_id
 from pago.api.oauth import keyring
 from pago.api.oauth.credentials import (
@@ -528,3 +529,85 @@ async def rotate_oauth_key(conn: AsyncConnection, settings: OAuthSettings) -> st
     if kid is None:  # a forced rotation always creates a key
         raise AdminError("no key was created")
     return kid
+
+
+# --- card routing rules (the card API) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CardRules:
+    """A merchant's routing rules in one mode, as stored (``pago.api.cards.routing.rules``)."""
+
+    merchant_id: str
+    mode: Mode
+    pin: str | None
+    exclude: list[str]
+    split: dict[str, int] | None
+    """Whole percents by provider, summing to 100."""
+    updated_at: datetime
+
+
+def _shares(texts: Sequence[str]) -> dict[str, int] | None:
+    if not texts:
+        return None
+    shares: dict[str, int] = {}
+    for text in texts:
+        name, share = parse_share(text)
+        key = name.lower()
+        if key in shares:
+            raise InvalidRules(f"split names {key} twice")
+        shares[key] = share
+    return shares
+
+
+async def set_card_rules(
+    conn: AsyncConnection,
+    merchant_id: str,
+    *,
+    mode: Mode,
+    pin: str | None = None,
+    exclude: Iterable[str] = (),
+    split: Sequence[str] = (),
+) -> CardRules:
+    """Replace the merchant's rules in ``mode`` (what is not given is no longer a rule); the
+    api reads them on every create, so the next session is routed by them on every replica."""
+    await _merchant(conn, merchant_id)
+    try:
+        rules = parse_rules(pin=pin, exclude=exclude, split=_shares(split))
+    except InvalidRules as exc:
+        raise AdminError(str(exc)) from None
+    values = stored(rules)
+    now = _now()
+    await repository.upsert_card_rules(conn, merchant_id, mode.value, values, now)
+    return CardRules(
+        merchant_id,
+        mode,
+        rules.pin.value if rules.pin is not None else None,
+        sorted(p.value for p in rules.exclude),
+        {p.value: share for p, share in sorted(rules.split.items())} if rules.split else None,
+        now,
+    )
+
+
+async def show_card_rules(
+    conn: AsyncConnection, merchant_id: str, mode: Mode | None = None
+) -> list[CardRules]:
+    await _merchant(conn, merchant_id)
+    rows = await repository.card_rules(conn, merchant_id, mode.value if mode else None)
+    return [
+        CardRules(
+            r["merchant_id"],
+            Mode(r["mode"]),
+            r["pin"],
+            list(r["exclude"]),
+            r["split"],
+            r["updated_at"],
+        )
+        for r in rows
+    ]
+
+
+async def clear_card_rules(conn: AsyncConnection, merchant_id: str, *, mode: Mode) -> bool:
+    """Back to routing by score alone; ``False`` when there were no rules."""
+    await _merchant(conn, merchant_id)
+    return await repository.delete_card_rules(conn, merchant_id, mode.value)

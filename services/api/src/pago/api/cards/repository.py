@@ -1,4 +1,5 @@
-"""SQL of card sessions: sessions, attempts, routing decisions, the provider webhook inbox.
+"""SQL of card sessions: sessions, attempts, routing decisions, the provider webhook inbox,
+the merchants' routing rules.
 
 Every read a merchant can reach is scoped to ``merchant_id`` and ``mode``; webhook and job
 statements find rows by the provider's reference or by deadline and lock what they change.
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pago.common.db.schema import (
     card_attempts,
     card_routing_decisions,
+    card_routing_rules,
     card_sessions,
     card_webhook_inbox,
 )
@@ -28,6 +30,7 @@ cs = card_sessions
 ca = card_attempts
 rd = card_routing_decisions
 ib = card_webhook_inbox
+rr = card_routing_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,3 +353,21 @@ async def inbox_insert(
         .returning(ib.c.provider)
     )
     return (await conn.execute(statement)).first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RulesRow:
+    """A merchant's stored routing rules, as written (``routing.rules.parse_rules`` reads it)."""
+
+    pin: str | None
+    exclude: list[str]
+    split: dict[str, Any] | None
+
+
+async def routing_rules(conn: AsyncConnection, merchant_id: str, mode: Mode) -> RulesRow | None:
+    """The rules of ``merchant_id`` in ``mode``: one primary-key lookup, ``None`` without any."""
+    query = select(rr.c.pin, rr.c.exclude, rr.c.split).where(
+        rr.c.merchant_id == merchant_id, rr.c.mode == mode.value
+    )
+    row = (await conn.execute(query)).one_or_none()
+    return RulesRow(row.pin, list(row.exclude), row.split) if row is not None else None

@@ -69,6 +69,7 @@ from pago.api.cards.routing.model import (
     RoutingRules,
     Weights,
 )
+from pago.api.cards.routing.rules import InvalidRules, parse_rules
 from pago.api.cards.routing.scorer import score
 from pago.api.cards.schemas import (
     AddressIn,
@@ -104,6 +105,7 @@ from pago.common.outbox import OutboxMessage, enqueue
 log = logging.getLogger(__name__)
 
 EXPIRY_BATCH = 100
+NO_RULES = RoutingRules()
 SWEEP_BATCH = 20
 
 
@@ -146,7 +148,6 @@ class CardConfig:
     """How long a session stays PENDING."""
     fees: Mapping[CardProvider, FeeSchedule]
     weights: Weights
-    rules: RoutingRules
     capabilities: Mapping[CardProvider, Capabilities] | None = None
     """What routing uses per provider (the adapters' own, with the deployment's overrides);
     ``None``: the adapters' own."""
@@ -205,6 +206,7 @@ class CardSessionService:
         session_id = str(uuid.uuid4())
         order = self._order(body, session_id, now + self._config.ttl)
         country = order.billing_address.country
+        rules = await self._rules(conn, principal)
         stats = await self._signals.stats(conn, order.currency, country)
         health = await self._signals.health(list(self._adapters))
         decision = score(
@@ -213,7 +215,7 @@ class CardSessionService:
             stats=stats,
             health=health,
             fees=self._config.fees,
-            rules=self._config.rules,
+            rules=rules,
             weights=self._config.weights,
             session_id=session_id,
         )
@@ -267,6 +269,23 @@ class CardSessionService:
             expires_at=row.expires_at,
             created_at=row.created_at,
         )
+
+    async def _rules(self, conn: AsyncConnection, principal: ClientPrincipal) -> RoutingRules:
+        """The merchant's rules in this mode, read fresh (one primary-key lookup on the request's
+        connection), so ``pago-admin card-rules`` applies to the next create on every replica."""
+        row = await repository.routing_rules(conn, principal.merchant_id, principal.mode)
+        if row is None:
+            return NO_RULES
+        try:
+            return parse_rules(pin=row.pin, exclude=row.exclude, split=row.split)
+        except InvalidRules as exc:  # only a hand-edited row: pago-admin validates the same way
+            log.error(
+                "ignoring the card routing rules of %s (%s): %s",
+                principal.merchant_id,
+                principal.mode,
+                exc,
+            )
+            return NO_RULES
 
     async def _fail(self, session_id: str) -> None:
         """No checkout was made: the session is FAILED (it was never shown to the merchant)."""

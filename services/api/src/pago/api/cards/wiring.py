@@ -17,7 +17,6 @@ from pago.api.cards.providers.base import CardProviderAdapter
 from pago.api.cards.providers.paypal import PayPalAdapter
 from pago.api.cards.providers.stripe import StripeAdapter
 from pago.api.cards.routing.health import CircuitBreaker
-from pago.api.cards.routing.model import RoutingRules
 from pago.api.cards.service import CardConfig, CardSessionService
 from pago.api.cards.settings import CardSettings
 from pago.api.cards.signals import BreakerAndStats
@@ -75,7 +74,6 @@ def build_card_service(
         ttl=timedelta(minutes=settings.session_ttl_minutes),
         fees=settings.fee_schedules(),
         weights=settings.weights,
-        rules=RoutingRules(),
         capabilities={p: settings.capabilities_for(p, a.capabilities) for p, a in adapters.items()},
     )
     return CardSessionService(engine, adapters, signals, config, trace_engine=trace_engine)
