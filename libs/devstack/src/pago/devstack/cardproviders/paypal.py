@@ -18,7 +18,9 @@ published Orders v2 and Notifications v1 references give them, for an adapter po
   ``approve`` link. ``ctx.faults`` is taken once per create that is not a replay.
 - ``GET /v2/checkout/orders/{id}``; ``POST /v2/checkout/orders/{id}/capture`` (only once
   ``APPROVED``: else ``422 ORDER_NOT_APPROVED``; twice: ``ORDER_ALREADY_CAPTURED``; idempotent by
-  ``PayPal-Request-Id``).
+  ``PayPal-Request-Id``). ``ctx.capture_faults`` is taken once per capture that is not a replay:
+  ``SERVER_ERROR`` and ``RATE_LIMITED`` capture nothing, ``TIMEOUT`` captures and then holds the
+  answer, ``DECLINE`` declines the capture.
 - ``GET /checkoutnow?token=<order id>``: the approval page (amount, **Pay** and **Decline**).
   *Pay* approves the order (``CHECKOUT.ORDER.APPROVED``) and sends the payer to ``return_url``
   with ``token`` and ``PayerID``; the merchant's capture then completes
@@ -387,6 +389,11 @@ class _PayPal:
             request_id = request.headers.get("paypal-request-id")
             if request_id is not None and (replay := self.replays.get((order_id, request_id))):
                 return JSONResponse(replay[1], status_code=200)
+            mode = self.ctx.capture_faults.take()
+            if mode is FailureMode.SERVER_ERROR:
+                raise PayPalError("INTERNAL_SERVER_ERROR")
+            if mode is FailureMode.RATE_LIMITED:
+                raise PayPalError("RATE_LIMIT_REACHED")
             order = self._order(order_id)
             if order.status == "COMPLETED":
                 raise _unprocessable(
@@ -410,7 +417,7 @@ class _PayPal:
         unit = order.purchase_units[0]
         now = _now()
         capture_id = _pp_id()
-        status = "DECLINED" if order.declines else "COMPLETED"
+        status = "DECLINED" if order.declines or mode is FailureMode.DECLINE else "COMPLETED"
         capture: dict[str, Any] = {
             "id": capture_id,
             "status": status,
@@ -462,6 +469,9 @@ class _PayPal:
             self.send(
                 "PAYMENT.CAPTURE.DECLINED", "capture", f"Payment declined for {amount}", resource
             )
+        if mode is FailureMode.TIMEOUT:
+            # Captured (and its webhook sent) first: the client that gave up finds it on retry.
+            await asyncio.sleep(self.ctx.capture_faults.timeout_seconds)
         return JSONResponse(body, status_code=201)
 
     async def page(self, request: Request) -> Response:
