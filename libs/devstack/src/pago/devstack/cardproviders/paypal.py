@@ -36,7 +36,8 @@ published Orders v2 and Notifications v1 references give them, for an adapter po
   ``PAYPAL-CERT-URL``. ``POST /v1/notifications/verify-webhook-signature`` answers
   ``verification_status`` ``SUCCESS`` only for an event this server sent, unchanged, with the
   headers it was sent with and the configured ``webhook_id``.
-- ``POST /_control`` sets ``ctx.faults`` (``{"mode", "count"}``) and, for tests of token
+- ``POST /_control`` sets ``ctx.faults`` (``{"mode", "count"}``; with ``"call": "capture"``,
+  ``ctx.capture_faults``) and, for tests of token
   expiry, ``{"token_expires_in": seconds}``; ``GET /_events`` lists the webhooks sent and
   ``GET /_orders`` the ids of the orders created.
 """
@@ -597,21 +598,22 @@ class _PayPal:
         payload = _json(await request.body())
         if not isinstance(payload, dict):
             return JSONResponse({"error": "a JSON object"}, status_code=400)
+        faults = self.ctx.capture_faults if payload.get("call") == "capture" else self.ctx.faults
         if "mode" in payload:
             try:
-                self.ctx.faults.mode = FailureMode(payload["mode"])
+                faults.mode = FailureMode(payload["mode"])
             except ValueError:
                 return JSONResponse({"error": f"unknown mode {payload['mode']!r}"}, status_code=400)
             count = payload.get("count")
-            self.ctx.faults.remaining = None if count is None else int(count)
+            faults.remaining = None if count is None else int(count)
         if "timeout_seconds" in payload:
-            self.ctx.faults.timeout_seconds = float(payload["timeout_seconds"])
+            faults.timeout_seconds = float(payload["timeout_seconds"])
         if "token_expires_in" in payload:
             self.token_expires_in = int(payload["token_expires_in"])
         return JSONResponse(
             {
-                "mode": self.ctx.faults.mode.value,
-                "count": self.ctx.faults.remaining,
+                "mode": faults.mode.value,
+                "count": faults.remaining,
                 "token_expires_in": self.token_expires_in,
             }
         )
