@@ -265,7 +265,7 @@ class TestFailures:
     ) -> None:
         await paypal.control(mode="timeout", count=1, timeout_seconds=1.5)
         order = order_for(str(uuid.uuid4()))
-        with pytest.raises(ProviderUnavailable, match="Timeout"):
+        with pytest.raises(ProviderTimeout, match="timed out"):
             await adapter.create_checkout(order, idempotency_key="slow")
 
         retried = await adapter.create_checkout(order, idempotency_key="slow")
