@@ -60,3 +60,23 @@ def test_failure_modes_are_set_over_http() -> None:
         bad = httpx.post(f"{server.base_url}/_control/stripe", json={"mode": "on fire"})
         assert bad.status_code == 400
         assert stripe.faults.mode is FailureMode.OK
+
+
+def test_a_capture_failure_mode_leaves_the_creates_alone() -> None:
+    with CardProviderServer() as server:
+        paypal = server.contexts["paypal"]
+        answer = httpx.post(
+            f"{server.base_url}/_control/paypal",
+            json={"mode": "server_error", "count": 1, "call": "capture"},
+        )
+        assert answer.status_code == 200
+        assert (paypal.capture_faults.mode, paypal.capture_faults.remaining) == (
+            FailureMode.SERVER_ERROR,
+            1,
+        )
+        assert paypal.faults.mode is FailureMode.OK
+        bad = httpx.post(
+            f"{server.base_url}/_control/paypal", json={"mode": "ok", "call": "refund"}
+        )
+        assert bad.status_code == 400
+        assert paypal.capture_faults.mode is FailureMode.SERVER_ERROR

@@ -162,10 +162,12 @@ async def stack(card_stack: CardStack, db: AsyncEngine, redis: Any) -> AsyncIter
     """The running stack with an empty database and Redis, every provider OK, no calls counted."""
     for name in card_stack.providers.contexts:
         card_stack.providers.set_failure(name, FailureMode.OK)
+        card_stack.providers.set_failure(name, FailureMode.OK, call="capture")
     card_stack.counter.reset()
     yield card_stack
     for name in card_stack.providers.contexts:
         card_stack.providers.set_failure(name, FailureMode.OK)
+        card_stack.providers.set_failure(name, FailureMode.OK, call="capture")
 
 
 @dataclass(frozen=True)

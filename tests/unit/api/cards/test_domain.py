@@ -1,7 +1,9 @@
-"""The card session's pure rules: exponents, exact minor units, the sum rule, precedence."""
+"""The card session's pure rules: exponents, exact minor units, the sum rule, precedence, the
+provider follow-up and the reconciliation's spacing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,8 +14,10 @@ from pago.api.cards.domain import (
     OrderInvalid,
     check_amounts,
     exponent_of,
+    follow_up_due,
     format_minor,
     minor_amounts,
+    next_reconcile,
     next_status,
     to_minor,
 )
@@ -110,3 +114,40 @@ class TestPrecedence:
 
     def test_informational_moves_nothing(self) -> None:
         assert next_status(S.PENDING, None) is S.PENDING
+
+
+class TestFollowUpDue:
+    def test_the_live_attempt_of_a_pending_session(self) -> None:
+        assert follow_up_due(S.PENDING, live_seq=2, attempt_seq=2)
+
+    def test_not_for_a_superseded_attempt(self) -> None:
+        assert not follow_up_due(S.PENDING, live_seq=2, attempt_seq=1)
+        assert not follow_up_due(S.PENDING, live_seq=None, attempt_seq=1)
+
+    @pytest.mark.parametrize("status", [S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED])
+    def test_not_once_the_session_ended(self, status: S) -> None:
+        assert not follow_up_due(status, live_seq=1, attempt_seq=1)
+
+
+class TestNextReconcile:
+    created = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+
+    def at(self, minutes: float) -> datetime:
+        return self.created + timedelta(minutes=minutes)
+
+    def test_the_gap_doubles_with_age(self) -> None:
+        assert next_reconcile(self.created, self.at(2)) == self.at(4)
+        assert next_reconcile(self.created, self.at(4)) == self.at(8)
+
+    def test_a_young_session_waits_the_first_delay(self) -> None:
+        assert next_reconcile(self.created, self.at(0.5)) == self.at(2.5)
+
+    def test_the_gap_is_capped(self) -> None:
+        assert next_reconcile(self.created, self.at(40)) == self.at(50)
+
+    def test_an_hour_long_session_is_asked_a_handful_of_times(self) -> None:
+        checks, now = 0, self.at(2)
+        while now < self.at(60):
+            checks += 1
+            now = next_reconcile(self.created, now)
+        assert checks == 8  # 2, 4, 8, 16, 26, 36, 46, 56 minutes

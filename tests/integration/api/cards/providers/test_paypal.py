@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from pago.api.cards.providers.base import (
     InvalidSignature,
     OrderItem,
+    ProviderNotification,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
@@ -394,6 +396,74 @@ class TestApproval:
 
         await adapter.on_notification(approved)
         assert (await adapter.retrieve(checkout.reference)).outcome is CardSessionStatus.FAILED
+
+
+async def captures_of(paypal: LocalPayPal, order_id: str) -> int:
+    units: Any = (await get_order(paypal, order_id))["purchase_units"]
+    return sum(len(unit["payments"]["captures"]) for unit in units)
+
+
+class TestReconcile:
+    async def approved(
+        self, adapter: PayPalAdapter, receiver: Receiver, key: str
+    ) -> tuple[str, ProviderNotification]:
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key=key)
+        await payer(checkout.checkout_url, "Pay")
+        await receiver.wait_for(lambda r: len(r.at(HOOK)) == 1)
+        [approved] = await adapter.parse_webhook(
+            receiver.at(HOOK)[0].headers, receiver.at(HOOK)[0].body
+        )
+        return checkout.reference, approved
+
+    async def test_an_approved_order_is_captured_once(
+        self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
+    ) -> None:
+        reference, _ = await self.approved(adapter, receiver, "r1")
+
+        first = await adapter.reconcile(reference)
+        again = await adapter.reconcile(reference)
+
+        assert (first.raw_status, first.outcome) == ("COMPLETED", CardSessionStatus.COMPLETED)
+        assert again.outcome is CardSessionStatus.COMPLETED
+        assert await captures_of(paypal, reference) == 1
+        assert [e["event"]["event_type"] for e in await paypal.events()] == [
+            "CHECKOUT.ORDER.APPROVED",
+            "PAYMENT.CAPTURE.COMPLETED",
+        ]
+
+    async def test_an_unapproved_order_is_only_read(
+        self, adapter: PayPalAdapter, paypal: LocalPayPal
+    ) -> None:
+        checkout = await adapter.create_checkout(seed_order(), idempotency_key="r")
+
+        status = await adapter.reconcile(checkout.reference)
+
+        assert (status.raw_status, status.outcome) == ("PAYER_ACTION_REQUIRED", None)
+
+    async def test_a_capture_the_server_error_failed_is_made_later(
+        self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
+    ) -> None:
+        reference, approved = await self.approved(adapter, receiver, "r2")
+        await paypal.control(mode="server_error", count=1, call="capture")
+
+        with pytest.raises(ProviderUnavailable, match="HTTP 500"):
+            await adapter.on_notification(approved)
+        assert (await adapter.retrieve(reference)).raw_status == "APPROVED"
+
+        assert (await adapter.reconcile(reference)).outcome is CardSessionStatus.COMPLETED
+
+    async def test_a_capture_that_timed_out_is_not_made_twice(
+        self, adapter: PayPalAdapter, paypal: LocalPayPal, receiver: Receiver
+    ) -> None:
+        reference, approved = await self.approved(adapter, receiver, "r3")
+        await paypal.control(mode="timeout", count=1, call="capture", timeout_seconds=2)
+
+        with pytest.raises(ProviderTimeout):
+            await adapter.on_notification(approved)
+        await adapter.on_notification(approved)
+
+        assert await captures_of(paypal, reference) == 1
+        assert (await adapter.reconcile(reference)).outcome is CardSessionStatus.COMPLETED
 
 
 class TestVerification:

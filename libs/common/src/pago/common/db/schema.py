@@ -530,6 +530,12 @@ card_sessions = Table(
     Column("live_seq", SmallInteger, comment="card_attempts.seq of the live attempt"),
     Column("score", Numeric(4, 1), comment="the live provider's routing score, 0-100"),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "reconcile_at",
+        DateTime(timezone=True),
+        comment="when the reconciliation pass next asks the live provider; NULL: not yet"
+        " asked (due at created_at + the first delay)",
+    ),
     _created(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_card_sessions_list", "merchant_id", "mode", "created_at"),

@@ -14,7 +14,8 @@ from enum import StrEnum
 
 class FailureMode(StrEnum):
     """How a provider answers its next create calls (set through ``POST /<provider>/_control``
-    with ``{"mode": …, "count": n}``; ``count`` omitted: until changed)."""
+    with ``{"mode": …, "count": n}``; ``count`` omitted: until changed) — or, with ``"call":
+    "capture"``, its next captures (PayPal's only: the one provider call after a create)."""
 
     OK = "ok"
     TIMEOUT = "timeout"
@@ -60,3 +61,6 @@ class ProviderContext:
     """The credentials it accepts and signs with, by name (``api_key``, ``webhook_secret``,
     ``hmac_key``, ``client_id``, ``client_secret``, ``webhook_id`` …)."""
     faults: Faults = field(default_factory=Faults)
+    """Read by the create handler."""
+    capture_faults: Faults = field(default_factory=Faults)
+    """Read by the capture handler (PayPal's ``/v2/checkout/orders/{id}/capture``)."""

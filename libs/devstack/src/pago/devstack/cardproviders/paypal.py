@@ -18,7 +18,9 @@ published Orders v2 and Notifications v1 references give them, for an adapter po
   ``approve`` link. ``ctx.faults`` is taken once per create that is not a replay.
 - ``GET /v2/checkout/orders/{id}``; ``POST /v2/checkout/orders/{id}/capture`` (only once
   ``APPROVED``: else ``422 ORDER_NOT_APPROVED``; twice: ``ORDER_ALREADY_CAPTURED``; idempotent by
-  ``PayPal-Request-Id``).
+  ``PayPal-Request-Id``). ``ctx.capture_faults`` is taken once per capture that is not a replay:
+  ``SERVER_ERROR`` and ``RATE_LIMITED`` capture nothing, ``TIMEOUT`` captures and then holds the
+  answer, ``DECLINE`` declines the capture.
 - ``GET /checkoutnow?token=<order id>``: the approval page (amount, **Pay** and **Decline**).
   *Pay* approves the order (``CHECKOUT.ORDER.APPROVED``) and sends the payer to ``return_url``
   with ``token`` and ``PayerID``; the merchant's capture then completes
@@ -34,7 +36,8 @@ published Orders v2 and Notifications v1 references give them, for an adapter po
   ``PAYPAL-CERT-URL``. ``POST /v1/notifications/verify-webhook-signature`` answers
   ``verification_status`` ``SUCCESS`` only for an event this server sent, unchanged, with the
   headers it was sent with and the configured ``webhook_id``.
-- ``POST /_control`` sets ``ctx.faults`` (``{"mode", "count"}``) and, for tests of token
+- ``POST /_control`` sets ``ctx.faults`` (``{"mode", "count"}``; with ``"call": "capture"``,
+  ``ctx.capture_faults``) and, for tests of token
   expiry, ``{"token_expires_in": seconds}``; ``GET /_events`` lists the webhooks sent and
   ``GET /_orders`` the ids of the orders created.
 """
@@ -387,6 +390,11 @@ class _PayPal:
             request_id = request.headers.get("paypal-request-id")
             if request_id is not None and (replay := self.replays.get((order_id, request_id))):
                 return JSONResponse(replay[1], status_code=200)
+            mode = self.ctx.capture_faults.take()
+            if mode is FailureMode.SERVER_ERROR:
+                raise PayPalError("INTERNAL_SERVER_ERROR")
+            if mode is FailureMode.RATE_LIMITED:
+                raise PayPalError("RATE_LIMIT_REACHED")
             order = self._order(order_id)
             if order.status == "COMPLETED":
                 raise _unprocessable(
@@ -410,7 +418,7 @@ class _PayPal:
         unit = order.purchase_units[0]
         now = _now()
         capture_id = _pp_id()
-        status = "DECLINED" if order.declines else "COMPLETED"
+        status = "DECLINED" if order.declines or mode is FailureMode.DECLINE else "COMPLETED"
         capture: dict[str, Any] = {
             "id": capture_id,
             "status": status,
@@ -462,6 +470,9 @@ class _PayPal:
             self.send(
                 "PAYMENT.CAPTURE.DECLINED", "capture", f"Payment declined for {amount}", resource
             )
+        if mode is FailureMode.TIMEOUT:
+            # Captured (and its webhook sent) first: the client that gave up finds it on retry.
+            await asyncio.sleep(self.ctx.capture_faults.timeout_seconds)
         return JSONResponse(body, status_code=201)
 
     async def page(self, request: Request) -> Response:
@@ -587,21 +598,22 @@ class _PayPal:
         payload = _json(await request.body())
         if not isinstance(payload, dict):
             return JSONResponse({"error": "a JSON object"}, status_code=400)
+        faults = self.ctx.capture_faults if payload.get("call") == "capture" else self.ctx.faults
         if "mode" in payload:
             try:
-                self.ctx.faults.mode = FailureMode(payload["mode"])
+                faults.mode = FailureMode(payload["mode"])
             except ValueError:
                 return JSONResponse({"error": f"unknown mode {payload['mode']!r}"}, status_code=400)
             count = payload.get("count")
-            self.ctx.faults.remaining = None if count is None else int(count)
+            faults.remaining = None if count is None else int(count)
         if "timeout_seconds" in payload:
-            self.ctx.faults.timeout_seconds = float(payload["timeout_seconds"])
+            faults.timeout_seconds = float(payload["timeout_seconds"])
         if "token_expires_in" in payload:
             self.token_expires_in = int(payload["token_expires_in"])
         return JSONResponse(
             {
-                "mode": self.ctx.faults.mode.value,
-                "count": self.ctx.faults.remaining,
+                "mode": faults.mode.value,
+                "count": faults.remaining,
                 "token_expires_in": self.token_expires_in,
             }
         )

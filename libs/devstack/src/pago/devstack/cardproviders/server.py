@@ -9,7 +9,8 @@
 
 Each provider module's ``build(ctx) -> Mount`` is mounted under ``/<provider>``. Besides them the
 app answers ``GET /healthz`` and ``POST /_control/{provider}`` (also ``/<provider>/_control``)
-with ``{"mode": "server_error", "count": 2, "timeout_seconds": 30}`` to set its ``FailureMode``.
+with ``{"mode": "server_error", "count": 2, "timeout_seconds": 30}`` to set its ``FailureMode``
+(``"call": "capture"``: of its captures instead of its creates).
 
 uvicorn runs on a thread with its own event loop, on a socket bound before the apps are built
 (so each provider knows its public URL, and no other process can take the port meanwhile).
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -40,6 +41,8 @@ from pago.devstack.cardproviders.context import FailureMode, Faults, ProviderCon
 log = logging.getLogger(__name__)
 
 Builder = Callable[[ProviderContext], Mount]
+Call = Literal["create", "capture"]
+"""The provider call a ``FailureMode`` applies to."""
 
 PROVIDERS = ("stripe", "adyen", "paypal")
 
@@ -106,11 +109,14 @@ def build_app(
             count = body.get("count")
             if count is not None and (not isinstance(count, int) or count < 1):
                 raise ValueError("count must be a positive integer")
+            call = body.get("call", "create")
+            if call not in ("create", "capture"):
+                raise ValueError("call must be 'create' or 'capture'")
             timeout = float(body.get("timeout_seconds", ctx.faults.timeout_seconds))
         except (ValueError, TypeError, AttributeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        ctx.faults = Faults(mode=mode, remaining=count, timeout_seconds=timeout)
-        return JSONResponse({"provider": name, "mode": mode, "count": count})
+        _set(ctx, call, Faults(mode=mode, remaining=count, timeout_seconds=timeout))
+        return JSONResponse({"provider": name, "mode": mode, "count": count, "call": call})
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "providers": sorted(contexts)})
@@ -123,6 +129,13 @@ def build_app(
         routes.append(Route(f"/{name}/_control", control, methods=["POST"]))
         routes.append(build(contexts[name]))
     return Starlette(routes=routes)
+
+
+def _set(ctx: ProviderContext, call: Call, faults: Faults) -> None:
+    if call == "capture":
+        ctx.capture_faults = faults
+    else:
+        ctx.faults = faults
 
 
 @dataclass
@@ -232,11 +245,12 @@ class CardProviderServer:
         *,
         count: int | None = None,
         timeout_seconds: float | None = None,
+        call: Call = "create",
     ) -> None:
         """What ``POST /_control/<provider>`` does, from the test's own process."""
         ctx = self.contexts[provider]
         timeout = ctx.faults.timeout_seconds if timeout_seconds is None else timeout_seconds
-        ctx.faults = Faults(mode=mode, remaining=count, timeout_seconds=timeout)
+        _set(ctx, call, Faults(mode=mode, remaining=count, timeout_seconds=timeout))
 
     def env_vars(self) -> dict[str, str]:
         """The api's settings for these providers: ``PAGO_CARD_<PROVIDER>_BASE_URL`` and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -119,3 +120,32 @@ def next_status(current: CardSessionStatus, outcome: CardSessionStatus | None) -
     if outcome is None or STATUS_RANK[outcome] <= STATUS_RANK[current]:
         return current
     return outcome
+
+
+def follow_up_due(status: CardSessionStatus, live_seq: int | None, attempt_seq: int) -> bool:
+    """Is the provider's follow-up (PayPal's capture of an approved order) owed for a
+    notification of attempt ``attempt_seq``? Only for the session's live attempt, and only while
+    the session is PENDING — a redelivery included: the follow-up may have failed last time."""
+    return status is CardSessionStatus.PENDING and live_seq == attempt_seq
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+RECONCILE_FIRST = timedelta(minutes=2)
+"""A session younger than this is left to its webhooks (a payer paying, a capture on its way)."""
+RECONCILE_MAX_GAP = timedelta(minutes=10)
+"""The longest wait between two reconciliation checks of one PENDING session."""
+
+
+def next_reconcile(
+    created_at: datetime,
+    now: datetime,
+    first: timedelta = RECONCILE_FIRST,
+    max_gap: timedelta = RECONCILE_MAX_GAP,
+) -> datetime:
+    """When the reconciliation pass asks the provider again about a session it asks about now:
+    the gap doubles with the session's age (checks at about 2, 4, 8, 16 minutes), capped at
+    ``max_gap`` (then every 10 minutes until it expires) — an abandoned session costs a handful
+    of provider reads, a lost webhook is healed within minutes."""
+    gap = min(max(now - created_at, first), max_gap)
+    return now + gap

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -227,6 +227,32 @@ async def due_for_expiry(conn: AsyncConnection, now: datetime, limit: int) -> li
         .with_for_update(skip_locked=True)
     )
     return [_session(row) for row in (await conn.execute(query)).all()]
+
+
+async def due_for_reconcile(
+    conn: AsyncConnection, now: datetime, first: timedelta, limit: int
+) -> list[SessionRow]:
+    """PENDING sessions with a live provider checkout whose next reconciliation check is due
+    (never checked: ``first`` after creation), and those due for expiry (a last check before
+    the expiry job ends them); locked, replicas skip each other's rows."""
+    due = func.coalesce(cs.c.reconcile_at, cs.c.created_at + first)
+    query = (
+        select(*_SESSION_COLUMNS)
+        .where(
+            cs.c.status == CardSessionStatus.PENDING.value,
+            cs.c.live_seq.is_not(None),
+            cs.c.provider_reference.is_not(None),
+            or_(due <= now, cs.c.expires_at <= now),
+        )
+        .order_by(due)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_session(row) for row in (await conn.execute(query)).all()]
+
+
+async def set_reconcile_at(conn: AsyncConnection, session_id: str, at: datetime) -> None:
+    await conn.execute(update(cs).where(cs.c.id == session_id).values(reconcile_at=at))
 
 
 # --- attempts -------------------------------------------------------------------------------

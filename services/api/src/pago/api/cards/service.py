@@ -38,12 +38,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pago.api.cards import repository
 from pago.api.cards.domain import (
+    RECONCILE_FIRST,
     STATUS_RANK,
     OrderInvalid,
     check_amounts,
     exponent_of,
+    follow_up_due,
     format_minor,
     minor_amounts,
+    next_reconcile,
     next_status,
 )
 from pago.api.cards.providers.base import (
@@ -53,8 +56,10 @@ from pago.api.cards.providers.base import (
     CardProviderAdapter,
     InvalidSignature,
     OrderItem,
+    ProviderError,
     ProviderNotification,
     ProviderRejected,
+    ProviderStatus,
     ProviderTimeout,
     ProviderUnavailable,
     WebhookAck,
@@ -107,6 +112,7 @@ log = logging.getLogger(__name__)
 EXPIRY_BATCH = 100
 NO_RULES = RoutingRules()
 SWEEP_BATCH = 20
+RECONCILE_BATCH = 20
 
 
 class RoutingSignals(Protocol):
@@ -460,7 +466,10 @@ class CardSessionService:
         self, provider_name: str, headers: Mapping[str, str], body: bytes
     ) -> WebhookAck:
         """Verify, store, move the session — one transaction for all of a delivery's
-        notifications — then the provider's follow-up (PayPal's capture) after the commit."""
+        notifications — then the provider's follow-up (PayPal's capture) after the commit, for
+        every notification of a live attempt whose session is still PENDING, a redelivery
+        included. A follow-up that fails answers 503: the provider delivers again, and the
+        follow-up (idempotent at the provider) runs again."""
         try:
             adapter = self._adapters[CardProvider(provider_name)]
         except (ValueError, KeyError):
@@ -472,21 +481,31 @@ class CardSessionService:
                 f"The webhook signature does not verify: {exc.detail}"
             ) from None
         digest = hashlib.sha256(body).hexdigest()
-        fresh: list[ProviderNotification] = []
+        due: list[ProviderNotification] = []
         async with self._engine.begin() as conn:
             for notification in notifications:
                 if await self._apply(conn, notification, digest, _now()):
-                    fresh.append(notification)
-        for notification in fresh:
+                    due.append(notification)
+        for notification in due:
             try:
                 await adapter.on_notification(notification)
-            except Exception:  # the provider redelivers; the inbox makes it a no-op next time
-                log.warning("card provider follow-up failed", exc_info=True)
+            except Exception:
+                # Stored and committed already; nothing else would ever run this follow-up
+                # (the reconciliation pass aside): the provider must come back.
+                log.warning(
+                    "card provider follow-up of %s failed", notification.event_type, exc_info=True
+                )
+                raise ServiceUnavailable(
+                    f"The {provider_name} follow-up of this notification failed; deliver it again.",
+                    code="provider_follow_up_failed",
+                ) from None
         return adapter.webhook_ack()
 
     async def _apply(
         self, conn: AsyncConnection, note: ProviderNotification, digest: str, now: datetime
     ) -> bool:
+        """Store ``note`` (first time only) and move its session by precedence; whether the
+        adapter's follow-up is due for it (``domain.follow_up_due``)."""
         attempt = await repository.attempt_by_reference(conn, note.provider, note.reference)
         session_id = attempt.session_id if attempt else None
         stored = await repository.inbox_insert(
@@ -500,8 +519,28 @@ class CardSessionService:
             payload_sha256=digest,
             now=now,
         )
-        if not stored:
-            return False  # a redelivery
+        session = None
+        if attempt is not None:
+            session = await repository.lock_session(conn, attempt.session_id)
+        if stored:
+            session = await self._record(conn, note, attempt, session, now)
+        # A redelivery moves nothing, but its follow-up may still be owed (it failed before).
+        return (
+            attempt is not None
+            and session is not None
+            and follow_up_due(session.status, session.live_seq, attempt.seq)
+        )
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        note: ProviderNotification,
+        attempt: AttemptRow | None,
+        session: SessionRow | None,
+        now: datetime,
+    ) -> SessionRow | None:
+        """A first-seen notification's events: the provider event, and the session's move."""
+        session_id = attempt.session_id if attempt else None
         received = CardProviderEventReceived(
             event_id=_event_id("provider", note.provider, note.event_id),
             provider=note.provider,
@@ -515,28 +554,34 @@ class CardSessionService:
         messages = [
             OutboxMessage.of(topics.CARD_PROVIDER_EVENTS, session_id or note.reference, received)
         ]
-        if attempt is not None:
-            messages += await self._move(conn, attempt, note, now)
+        if attempt is not None and session is not None:
+            session, moved = await self._move(conn, session, attempt, note, now)
+            messages += moved
         await enqueue(conn, messages)
-        return True
+        return session
 
     async def _move(
-        self, conn: AsyncConnection, attempt: AttemptRow, note: ProviderNotification, now: datetime
-    ) -> list[OutboxMessage]:
-        session = await repository.lock_session(conn, attempt.session_id)
-        if session is None or session.live_seq != attempt.seq:
+        self,
+        conn: AsyncConnection,
+        session: SessionRow,
+        attempt: AttemptRow,
+        note: ProviderNotification,
+        now: datetime,
+    ) -> tuple[SessionRow, list[OutboxMessage]]:
+        """``session`` (locked) after ``note``, and the event of its move if it moved."""
+        if session.live_seq != attempt.seq:
             log.info("ignoring %s for a superseded or orphan attempt", note.event_type)
-            return []
+            return session, []
         target = next_status(session.status, note.outcome)
         if target is session.status:
-            return []
+            return session, []
         if session.status is CardSessionStatus.PENDING:  # its terminal outcome, counted once
             await self._signals.record_outcome(
                 conn, note.provider, session.currency, session.billing_country, target
             )
         moved = await repository.set_status(conn, session.id, target, STATUS_RANK[target], now)
         kind: CardSessionEventType = _EVENT_TYPES[target]
-        return [_session_message(moved, kind, session.status, now)]
+        return moved, [_session_message(moved, kind, session.status, now)]
 
     # --- background jobs ------------------------------------------------------------------
 
@@ -597,10 +642,46 @@ class CardSessionService:
                 swept += 1
         return swept
 
+    async def reconcile(self) -> int:
+        """Ask the live provider about PENDING sessions the webhooks left unsettled: a lost
+        webhook (the provider's status is final already) or a follow-up that failed (PayPal: an
+        approved order is captured now). A final status is applied exactly as a webhook's would
+        be — inbox, precedence, outbox events, route statistics, one transaction.
+
+        Replicas split the work: the due sessions are claimed (SKIP LOCKED, and their next
+        check pushed back by ``domain.next_reconcile``) in a short transaction of their own, so
+        no row lock is held across the provider calls. Returns the sessions that moved."""
+        now = _now()
+        async with self._engine.begin() as conn:
+            claimed = await repository.due_for_reconcile(
+                conn, now, RECONCILE_FIRST, RECONCILE_BATCH
+            )
+            for row in claimed:
+                await repository.set_reconcile_at(conn, row.id, next_reconcile(row.created_at, now))
+        moved = 0
+        for row in claimed:
+            provider, reference = row.provider, row.provider_reference
+            adapter = self._adapters.get(provider) if provider else None
+            if adapter is None or provider is None or reference is None:
+                continue
+            try:
+                status = await adapter.reconcile(reference)
+            except ProviderError as exc:  # asked again at its next check
+                log.info("card session %s not reconciled: %s", row.id, exc.detail)
+                continue
+            if status.outcome is None:
+                continue
+            note = reconciled_notification(provider, row.id, status, _now())
+            async with self._engine.begin() as conn:
+                # No follow-up owed any more: the session left PENDING (here or elsewhere).
+                moved += not await self._apply(conn, note, _digest(status), _now())
+        return moved
+
     async def run_jobs(self, interval_seconds: float, stopping: asyncio.Event) -> None:
-        """The api lifespan's expiry and orphan sweep (idempotent across replicas)."""
+        """The api lifespan's reconciliation, expiry and orphan sweep (idempotent across
+        replicas). Reconciliation first: a session due for expiry gets its last check."""
         while not stopping.is_set():
-            for job in (self.expire_due, self.sweep_orphans):
+            for job in (self.reconcile, self.expire_due, self.sweep_orphans):
                 try:
                     await job()
                 except Exception:
@@ -619,6 +700,27 @@ _EVENT_TYPES: dict[CardSessionStatus, CardSessionEventType] = {
     CardSessionStatus.EXPIRED: "card_session.expired",
     CardSessionStatus.CANCELLED: "card_session.cancelled",
 }
+
+
+def reconciled_notification(
+    provider: CardProvider, session_id: str, status: ProviderStatus, now: datetime
+) -> ProviderNotification:
+    """A provider status read, as the notification the inbox stores: one per reference and
+    outcome (replicas, and a later read of the same final status, store it once)."""
+    outcome = status.outcome.value if status.outcome else "none"
+    return ProviderNotification(
+        provider=provider,
+        event_id=f"reconcile:{status.reference}:{outcome}",
+        event_type=f"reconcile:{status.raw_status}",
+        reference=status.reference,
+        session_id=session_id,
+        outcome=status.outcome,
+        occurred_at=now,
+    )
+
+
+def _digest(status: ProviderStatus) -> str:
+    return hashlib.sha256(f"{status.reference}\x1f{status.raw_status}".encode()).hexdigest()
 
 
 def _ms(started: float) -> int:

@@ -159,7 +159,7 @@ class CardSettings(BaseSettings):
     ``expires_at`` 30 minutes to 24 hours ahead, hence the bounds."""
 
     jobs_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
-    """How often each replica runs the expiry job and the orphan sweep."""
+    """How often each replica runs the reconciliation pass, the expiry job and the orphan sweep."""
 
     stats_window_hours: int = Field(default=168, ge=1, le=24 * 90)
     """Conversion is learned from this many recent hours of outcomes."""

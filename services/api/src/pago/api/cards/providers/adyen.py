@@ -257,6 +257,10 @@ class AdyenAdapter:
             raise ProviderUnavailable(CardProvider.ADYEN, f"unknown session status {raw!r}")
         return ProviderStatus(reference=reference, raw_status=raw, outcome=SESSION_OUTCOMES[raw])
 
+    async def reconcile(self, reference: str) -> ProviderStatus:
+        """No follow-up to make up for: the status as it is."""
+        return await self.retrieve(reference)
+
     async def expire(self, reference: str) -> None:
         """Nothing to do: an Adyen session cannot be closed by a call; it lapses at its
         ``expiresAt`` (Pago's own ``expires_at``)."""

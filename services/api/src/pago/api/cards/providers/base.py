@@ -211,4 +211,13 @@ class CardProviderAdapter(Protocol):
         approved order). Idempotent; most providers do nothing."""
         ...
 
+    async def reconcile(self, reference: str) -> ProviderStatus:
+        """The checkout's status after the follow-up a notification would have triggered —
+        for a checkout whose webhooks were lost or whose follow-up failed (PayPal: an
+        ``APPROVED`` order is captured, and the capture's status answered). Idempotent; for the
+        others it is ``retrieve``.
+
+        Raises ``ProviderUnavailable`` or ``ProviderRejected``."""
+        ...
+
     async def aclose(self) -> None: ...

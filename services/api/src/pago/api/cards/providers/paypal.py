@@ -443,6 +443,14 @@ class PayPalAdapter:
     def webhook_ack(self) -> WebhookAck:
         return WebhookAck()
 
+    async def reconcile(self, reference: str) -> ProviderStatus:
+        """An order the payer approved is captured here when its ``CHECKOUT.ORDER.APPROVED``
+        capture failed or never ran (the same ``PayPal-Request-Id``: never a second capture)."""
+        status = await self.retrieve(reference)
+        if status.raw_status == "APPROVED":
+            return await self.capture(reference)
+        return status
+
     async def on_notification(self, notification: ProviderNotification) -> None:
         """An approved order is captured (PayPal never captures one by itself)."""
         if notification.event_type == APPROVED and notification.reference:

@@ -341,6 +341,10 @@ class StripeAdapter:
             outcome=_session_outcome(session),
         )
 
+    async def reconcile(self, reference: str) -> ProviderStatus:
+        """No follow-up to make up for: the status as it is."""
+        return await self.retrieve(reference)
+
     async def expire(self, reference: str) -> None:
         """Stripe expires only ``open`` sessions: one already expired counts as done, one the
         payer completed stays ``ProviderRejected``."""
