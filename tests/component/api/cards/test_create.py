@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.common.db.schema import card_route_stats, card_sessions, outbox
 from pago.devstack.cardproviders.context import FailureMode
-from tests.component.api.cards.conftest import (
+from tests.component.api.cards.support import (
     SEED_RAW,
     CardClient,
     CardStack,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.component.api.cards.conftest import SEED_BODY, CardClient, CardStack, new_card_client
+from tests.component.api.cards.support import SEED_BODY, CardClient, CardStack, new_card_client
 from tests.support.api import seed_merchant
 
 URL = "/api/v1/sessions"

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.db.schema import card_sessions
 from pago.devstack.cardproviders.context import FailureMode
 from pago.devstack.cardproviders.paypal import WEBHOOK_ATTEMPTS
-from tests.component.api.cards.conftest import CardClient, CardStack
+from tests.component.api.cards.support import CardClient, CardStack
 from tests.component.api.cards.test_webhooks import (
     create_at,
     finish,

@@ -17,7 +17,7 @@ from pago.api.admin import service as admin
 from pago.common.db.schema import card_route_stats
 from pago.common.enums import Mode
 from pago.devstack.cardproviders.context import FailureMode
-from tests.component.api.cards.conftest import (
+from tests.component.api.cards.support import (
     SEED_RAW,
     CardClient,
     CardStack,

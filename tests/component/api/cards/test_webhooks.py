@@ -19,7 +19,7 @@ from pago.common import topics
 from pago.common.db.schema import card_sessions, outbox
 from pago.devstack.cardproviders.context import FailureMode
 from pago.devstack.cardproviders.stripe import sign
-from tests.component.api.cards.conftest import SEED_RAW, CardClient, CardStack
+from tests.component.api.cards.support import SEED_RAW, CardClient, CardStack
 
 SESSIONS = "/api/v1/sessions"
 

@@ -19,7 +19,7 @@ from pago.api.admin import service as admin
 from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE
 from pago.api.settings import ApiSettings
 from pago.common.enums import Mode
-from tests.component.api.oauth.conftest import (
+from tests.component.api.oauth.support import (
     EXTERNAL_AUDIENCE,
     EXTERNAL_ISSUER,
     IssuerServer,

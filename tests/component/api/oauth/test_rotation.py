@@ -15,7 +15,7 @@ from pago.api.admin import service as admin
 from pago.api.oauth.keyring import Keyring, Lifetimes
 from pago.api.oauth.settings import OAuthSettings
 from pago.common.db.schema import oauth_signing_keys
-from tests.component.api.oauth.conftest import Client
+from tests.component.api.oauth.support import Client
 
 FORM = {"grant_type": "client_credentials"}
 SECRET = b"pago-dev-only-oauth-key-secret-not-for-production"

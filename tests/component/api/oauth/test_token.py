@@ -19,7 +19,7 @@ from pago.api.admin import service as admin
 from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE
 from pago.api.settings import ApiSettings
 from pago.common.db.schema import oauth_clients, oauth_signing_keys
-from tests.component.api.oauth.conftest import Client, new_client, probed_app
+from tests.component.api.oauth.support import Client, new_client, probed_app
 from tests.support.api import Merchant
 
 TOKEN = "/oauth/token"

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pago.api.oauth.keyring import SigningKey
 from pago.api.oauth.principal import SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE
-from tests.component.api.oauth.conftest import Client, new_client
+from tests.component.api.oauth.support import Client, new_client
 from tests.support.api import Merchant
 
 TOKEN = "/oauth/token"
