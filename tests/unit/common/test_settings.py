@@ -65,3 +65,12 @@ class TestLoadSettings:
 def test_logs_never_carry_secrets() -> None:
     line = "created key sk_live_" + "ab" * 24 + " and whsec_Zm9vYmFy for merchant"
     assert redact(line) == "created key sk_live_… and whsec_… for merchant"
+
+
+def test_logs_never_carry_client_secrets_or_tokens() -> None:
+    secret = "cs_" + "Ab-_9" * 8 + "xyz"  # 43 characters, as pago-admin makes them
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjbGlfMSJ9.c2lnbmF0dXJlLXBhcnQ"
+    line = f"client cli_0123 secret {secret} token {token} for session cs_1187e145458e37a413773692"
+    assert redact(line) == (
+        "client cli_0123 secret cs_… token eyJ… for session cs_1187e145458e37a413773692"
+    )

@@ -9,13 +9,20 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_SECRET = re.compile(r"\b(sk_(?:live|test)_|whsec_)[A-Za-z0-9_+/=-]+")
+_SECRET = re.compile(
+    r"\b(sk_(?:live|test)_|whsec_)[A-Za-z0-9_+/=-]+"
+    # An OAuth client secret (``cs_`` and 43 URL-safe characters; a session id is ``cs_`` and
+    # 24 hex digits, which stays readable) and a JWT (three base64url parts, ``eyJ…``).
+    r"|\b(cs_)[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"
+    r"|\b(eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
+)
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
-    """Replace API keys and webhook secrets with their prefix and an ellipsis."""
-    return _SECRET.sub(lambda m: f"{m.group(1)}…", text)
+    """Replace API keys, webhook and client secrets and tokens with their prefix and an
+    ellipsis."""
+    return _SECRET.sub(lambda m: f"{m.group(m.lastindex or 1)}…", text)
 
 
 class JsonFormatter(logging.Formatter):
