@@ -16,12 +16,14 @@ async def read_topic(
     until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     key_prefix: str = "",
     timeout: float = 30.0,
+    start: Mapping[int, int] | None = None,
     keep: Callable[[ConsumerRecord[bytes, bytes]], bool] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning (every partition) until ``until(records)`` holds.
 
     Only records whose key starts with ``key_prefix`` are kept (or, given ``keep``, those it
-    accepts: also records without a key). Raises ``TimeoutError`` with what
+    accepts: also records without a key); ``start`` (partition → offset, e.g. ``end_offsets``
+    taken earlier) skips what came before. Raises ``TimeoutError`` with what
     was read so far, so a failing test says how far it got.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
@@ -31,6 +33,8 @@ async def read_topic(
         partitions = await _partitions(consumer, topic)
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()
+        for partition, offset in (start or {}).items():
+            consumer.seek(TopicPartition(topic, partition), offset)
         prefix = key_prefix.encode()
         deadline = asyncio.get_running_loop().time() + timeout
         while not until(records):
@@ -98,9 +102,13 @@ async def dead_letters(
     partition: int,
     offset: int,
     timeout: float = 30.0,
+    since: Mapping[int, int] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """The letters in ``pago.deadletter`` for the record at ``topic[partition]@offset``: waits
-    for at least one (raises ``TimeoutError`` otherwise)."""
+    for at least one (raises ``TimeoutError`` otherwise). ``since``: the letters topic's
+    ``end_offsets`` before the record was sent — on the run's shared broker that topic holds
+    every earlier test's letters (each new consumer group dead-letters the history again), and
+    reading them all can outlast the wait."""
     from pago.common.deadletter import H_OFFSET, H_PARTITION, H_TOPIC
     from pago.common.topics import DEADLETTER
 
@@ -121,6 +129,7 @@ async def dead_letters(
         until=lambda rs: any(of_origin(r) for r in rs),
         timeout=timeout,
         keep=lambda _: True,
+        start=since,
     )
     return [r for r in records if of_origin(r)]
 

@@ -110,8 +110,11 @@ async def test_the_running_api_conforms_to_its_openapi_document(
                     str(MAX_EXAMPLES),
                     "--seed",
                     str(SEED),
+                    # One worker: with two threads, hypothesis's concurrent ast.parse hits
+                    # CPython 3.11.7's "AST constructor recursion depth mismatch" (a race in
+                    # the interpreter, fixed in 3.11.8) — a runtime error, not a finding.
                     "--workers",
-                    "2",
+                    "1",
                     "--header",
                     f"Authorization: Bearer {merchant.keys[Mode.TEST]}",
                     "--request-timeout",

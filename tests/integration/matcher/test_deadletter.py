@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.deadletter import H_CONSUMER, H_REASON
 from pago.common.deadletter.replay import read_letters
 from pago.common.events import TransferObserved
-from pago.common.topics import CHAIN_TRANSFERS, transfer_key
+from pago.common.topics import CHAIN_TRANSFERS, DEADLETTER, transfer_key
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
@@ -100,6 +100,7 @@ class TestRead:
         producer: AIOKafkaProducer,
     ) -> None:
         session = await new_session(db)
+        letters_before = await end_offsets(kafka.bootstrap_servers, DEADLETTER)
         garbage = await send_raw(producer, session, b"\x00\x01 not json")
         await publish(producer, transfer(session, 10 * USDT))
 
@@ -111,6 +112,7 @@ class TestRead:
             topic=CHAIN_TRANSFERS,
             partition=garbage.partition,
             offset=garbage.offset,
+            since=letters_before,
         )
         assert header_value(letter, H_REASON) == "undecodable"
         assert header_value(letter, H_CONSUMER) == matcher.settings.group_id
@@ -217,6 +219,7 @@ class TestReplay:
         session = await new_session(db)
         # Written by a watcher of a future major version: this matcher must not guess at it.
         future = transfer(session, 10 * USDT).model_copy(update={"v": 2})
+        letters_before = await end_offsets(kafka.bootstrap_servers, DEADLETTER)
         sent = await send_raw(producer, session, future.to_bytes(), {"v": "2"})
 
         current = create_app(settings, run_relay=False)
@@ -227,6 +230,7 @@ class TestReplay:
                 topic=CHAIN_TRANSFERS,
                 partition=sent.partition,
                 offset=sent.offset,
+                since=letters_before,
             )
             await caught_up(kafka, settings.group_id)
         finally:

@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pago.common.deadletter import H_CONSUMER, H_REASON
 from pago.common.enums import DeliveryStatus
 from pago.common.events import CardSessionEvent
-from pago.common.topics import CARD_SESSIONS
+from pago.common.topics import CARD_SESSIONS, DEADLETTER
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
 from pago.notifier.app import NotifierApp, create_app
-from tests.support.kafka import caught_up, dead_letters, header_value
+from tests.support.kafka import caught_up, dead_letters, end_offsets, header_value
 from tests.support.notifier import (
     ALL_EVENTS,
     card_event,
@@ -124,6 +124,7 @@ async def test_a_bad_card_record_is_dead_lettered_and_what_follows_is_delivered(
     _, secret = await seed_endpoint(db, merchant, hooks.url("/after-bad-card"))
     event: CardSessionEvent = card_event(merchant, "card_session.completed")
     key = event.session_id
+    letters_before = await end_offsets(kafka.bootstrap_servers, DEADLETTER)
     garbage = await send(producer, key, b'{"type": "card_session.completed"', "CardSessionEvent")
     unknown = await send(producer, key, event.to_bytes(), "CardSessionRefunded")
     invalid = await send(
@@ -145,6 +146,7 @@ async def test_a_bad_card_record_is_dead_lettered_and_what_follows_is_delivered(
             topic=CARD_SESSIONS,
             partition=meta.partition,
             offset=meta.offset,
+            since=letters_before,
         )
         assert header_value(letter, H_CONSUMER) == notifier.settings.group_id
         assert letter.key == key.encode()

@@ -18,7 +18,7 @@ from pago.common.deadletter import H_CONSUMER, H_REASON
 from pago.common.deadletter.replay import read_letters
 from pago.common.enums import SessionStatus
 from pago.common.events import AnySessionEvent
-from pago.common.topics import CHECKOUT_SESSIONS
+from pago.common.topics import CHECKOUT_SESSIONS, DEADLETTER
 from pago.devstack.kafka_mock import KafkaServer
 from pago.devstack.postgres import Database
 from pago.devstack.redis_server import RedisServer
@@ -82,6 +82,7 @@ async def test_garbage_is_dead_lettered_committed_and_what_follows_is_delivered(
     merchant = await seed_merchant(db)
     await seed_endpoint(db, merchant, hooks.url("/after-garbage"))
     event = updated(merchant, SessionStatus.EXPIRED)
+    letters_before = await end_offsets(kafka.bootstrap_servers, DEADLETTER)
     garbage = await send(
         producer, event.session_id, b'{"type": "session.updated"', "SessionUpdated"
     )
@@ -96,6 +97,7 @@ async def test_garbage_is_dead_lettered_committed_and_what_follows_is_delivered(
             topic=CHECKOUT_SESSIONS,
             partition=meta.partition,
             offset=meta.offset,
+            since=letters_before,
         )
         assert header_value(letter, H_CONSUMER) == notifier.settings.group_id
         assert letter.key == event.session_id.encode()
