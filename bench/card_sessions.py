@@ -57,6 +57,7 @@ import psutil
 from sqlalchemy import delete
 
 from bench.harness import Servers
+from bench.session_create import wait_ready
 from pago.api.admin import service as admin
 from pago.api.cards import repository as cards
 from pago.api.cards import stats_repository
@@ -267,20 +268,7 @@ async def _start_api(
     proc = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise RuntimeError(f"pago-api exited with {proc.returncode}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("pago-api did not become ready")
+    return await wait_ready(proc, port)
 
 
 async def _token(http: aiohttp.ClientSession, base: str, client: _Client) -> str:

@@ -125,6 +125,11 @@ async def _start_api(servers: Servers, port: int) -> asyncio.subprocess.Process:
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
     )
+    return await wait_ready(proc, port)
+
+
+async def wait_ready(proc: asyncio.subprocess.Process, port: int) -> asyncio.subprocess.Process:
+    """``proc`` once its ``/readyz`` answers 200 (killed, and an error, if it never does)."""
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
