@@ -54,8 +54,11 @@ spec:
             - {{name: http, containerPort: {port}, protocol: TCP}}
           envFrom:
             - configMapRef: {{name: pago-config}}
-            - secretRef: {{name: pago-rpc, optional: true}}
           env:
+            # Only this watcher's endpoints (URLs with provider keys): one key of the Secret,
+            # none of the others'. Absent key = the registry's public endpoints.
+            - name: PAGO_WATCHER_RPC_URLS
+              valueFrom: {{secretKeyRef: {{name: pago-rpc, key: {rpc_key}, optional: true}}}}
             - name: REDIS_URL
               valueFrom: {{secretKeyRef: {{name: pago-secrets, key: REDIS_URL}}}}
             - name: PAGO_WATCHER_HTTP_PORT
@@ -108,6 +111,11 @@ spec:
 """
 
 
+def rpc_secret_key(network: str, mode: str) -> str:
+    """The key of the ``pago-rpc`` Secret holding one watcher's comma-separated RPC URLs."""
+    return f"{network}_{mode.upper()}"
+
+
 def render(overlay: dict[str, dict[str, int]], families: dict[str, str]) -> str:
     docs = []
     for network, modes in sorted(overlay.items()):
@@ -121,6 +129,7 @@ def render(overlay: dict[str, dict[str, int]], families: dict[str, str]) -> str:
                     replicas=replicas,
                     port=PORT,
                     family=families[network],
+                    rpc_key=rpc_secret_key(network, mode),
                 )
             )
     return HEADER + "---\n".join(docs)

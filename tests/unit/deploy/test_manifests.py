@@ -326,3 +326,85 @@ def test_api_metrics_are_scraped_on_their_own_port_never_the_public_one(
         if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "api-from-ingress"
     )
     assert {p["port"] for r in from_ingress["spec"]["ingress"] for p in r["ports"]} == {"http"}
+
+
+def _config(docs: list[Doc]) -> Doc:
+    return next(
+        d["data"]
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pago-config"
+    )
+
+
+def _environment(container: Doc, config: Doc) -> dict[str, str]:
+    """The plain values a container sees: the ConfigMaps it loads, then its own ``env``."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if source.get("configMapRef", {}).get("name") == "pago-config":
+            env |= config
+    env |= {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+    return env
+
+
+# The services that put session URLs into what they send: the api in its answers, the matcher
+# in the session snapshots its events (and so the webhooks) carry.
+SESSION_URL_BUILDERS = ("api", "matcher")
+
+
+def test_every_service_that_builds_session_urls_gets_the_public_checkout_url(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    from pago.matcher.settings import MatcherSettings
+
+    _, docs = rendered
+    config = _config(docs)
+    seen = set()
+    for deployment in _deployments(docs):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            service = _service_of(container)
+            if service not in SESSION_URL_BUILDERS:
+                continue
+            url = _environment(container, config).get("PAGO_CHECKOUT_BASE_URL", "")
+            assert url.startswith("https://"), f"{deployment['metadata']['name']}: {url!r}"
+            assert "localhost" not in url
+            seen.add(service)
+    assert seen == set(SESSION_URL_BUILDERS)
+    # The matcher reads the name the manifests set (its default is the development URL).
+    assert MatcherSettings.model_fields["checkout_base_url"].alias == "PAGO_CHECKOUT_BASE_URL"
+
+
+def test_nothing_a_horizontal_autoscaler_scales_carries_a_replica_count(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    """A ``replicas`` beside an HPA resets the count on every apply."""
+    _, docs = rendered
+    scaled = {
+        d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled
+    for deployment in _deployments(docs):
+        if deployment["metadata"]["name"] in scaled:
+            assert "replicas" not in deployment["spec"], deployment["metadata"]["name"]
+
+
+def test_each_watcher_receives_only_its_own_rpc_endpoints(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    watchers = [
+        d
+        for d in _deployments(docs)
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "watcher"
+    ]
+    assert watchers
+    for deployment in watchers:
+        labels = deployment["metadata"]["labels"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert not any("secretRef" in s for s in container.get("envFrom", [])), (
+            f"{deployment['metadata']['name']} loads a whole Secret"
+        )
+        rpc_refs = [
+            (item["name"], item["valueFrom"]["secretKeyRef"]["key"])
+            for item in container.get("env", [])
+            if item.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "pago-rpc"
+        ]
+        own_key = f"{labels['pago.dev/network']}_{labels['pago.dev/mode'].upper()}"
+        assert rpc_refs == [("PAGO_WATCHER_RPC_URLS", own_key)], deployment["metadata"]["name"]
