@@ -408,3 +408,55 @@ def test_each_watcher_receives_only_its_own_rpc_endpoints(rendered: tuple[str, l
         ]
         own_key = f"{labels['pago.dev/network']}_{labels['pago.dev/mode'].upper()}"
         assert rpc_refs == [("PAGO_WATCHER_RPC_URLS", own_key)], deployment["metadata"]["name"]
+
+
+# Served by the api but for the cluster only: probes and documents.
+PRIVATE_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/asyncapi", "/metrics")
+
+
+def _public_routes() -> set[str]:
+    """Every path of the routers that merchants, payers and providers call."""
+    from fastapi import APIRouter
+
+    from pago.api.cards import endpoints as cards
+    from pago.api.checkout_page import endpoints as checkout_page
+    from pago.api.oauth import endpoints as oauth
+    from pago.api.payment_exceptions import endpoints as payment_exceptions
+    from pago.api.sessions import endpoints as sessions
+    from pago.api.test_helpers import endpoints as test_helpers
+    from pago.api.webhook_endpoints import endpoints as webhook_endpoints
+
+    modules = (
+        cards,
+        checkout_page,
+        oauth,
+        payment_exceptions,
+        sessions,
+        test_helpers,
+        webhook_endpoints,
+    )
+    routers = [m.router for m in modules if isinstance(getattr(m, "router", None), APIRouter)]
+    assert len(routers) == len(modules), "a public feature's router moved: update this list"
+    return {str(getattr(route, "path", "")) for router in routers for route in router.routes}
+
+
+def test_the_ingress_publishes_the_public_routes_and_nothing_else(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    _, docs = rendered
+    (ingress,) = (d for d in docs if d["kind"] == "Ingress")
+    prefixes = [
+        path["path"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+        if path["pathType"] == "Prefix"
+    ]
+    assert all(p != "/" and p.endswith("/") for p in prefixes), prefixes
+
+    def published(path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in prefixes)
+
+    assert not [p for p in PRIVATE_PATHS if published(p) or published(p + "/")]
+    routes = _public_routes()
+    assert routes
+    assert not [r for r in routes if not published(r)]
