@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pago.common.db.engine import create_engine
-from pago.common.db.migrate import alembic_config
+from pago.common.db.migrate import MIGRATION_LOCK_KEY, alembic_config
 from pago.common.db.schema import metadata
 from pago.devstack.postgres import Database, PostgresServer
 
@@ -72,3 +77,65 @@ def test_head_matches_the_schema_repositories_use(scratch_db: Database) -> None:
             await engine.dispose()
 
     assert asyncio.run(compare()) == []
+
+
+def _upgrade_process(db: Database) -> subprocess.Popen[str]:
+    """``pago-migrate upgrade`` as the Job runs it: a process of its own (Alembic's context is
+    one per process, so two runs in one process would not be two runs)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "pago-migrate"), "upgrade"],
+        env={**os.environ, "DATABASE_URL": db.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finished(process: subprocess.Popen[str]) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+async def _scalar(conn: AsyncConnection, sql: str) -> int:
+    value = (await conn.execute(text(sql), {"key": MIGRATION_LOCK_KEY})).scalar_one()
+    await conn.commit()  # the next read sees a new snapshot; the session lock stays held
+    return int(value)
+
+
+# A bigint key below 2**32 is classid 0, objid the key, objsubid 1.
+WAITERS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    " AND classid = 0 AND objid = :key AND objsubid = 1"
+)
+
+
+def test_an_upgrade_waits_for_the_migration_lock_then_migrates(scratch_db: Database) -> None:
+    async def scenario() -> tuple[int, str]:
+        engine = create_engine(scratch_db.url, pool_size=1)
+        try:
+            async with engine.connect() as holder:
+                await _scalar(holder, "SELECT count(*) FROM (SELECT pg_advisory_lock(:key)) l")
+                process = _upgrade_process(scratch_db)
+                while not await _scalar(holder, WAITERS):  # the upgrade queues behind us
+                    assert process.poll() is None, f"the upgrade did not wait: {_finished(process)}"
+                    await asyncio.sleep(0.05)
+                tables = await _scalar(
+                    holder,
+                    "SELECT count(*) FROM information_schema.tables"
+                    " WHERE table_schema = 'public' AND CAST(:key AS bigint) IS NOT NULL",
+                )
+                assert tables == 0, "the upgrade ran while another run held the lock"
+                await _scalar(holder, "SELECT count(*) FROM (SELECT pg_advisory_unlock(:key)) u")
+                return await asyncio.to_thread(_finished, process)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario())[0] == 0
+    assert {t.name for t in metadata.sorted_tables} <= _tables(scratch_db)
+
+
+def test_concurrent_upgrades_serialise_and_both_succeed(scratch_db: Database) -> None:
+    runs = [_upgrade_process(scratch_db) for _ in range(2)]
+    results = [_finished(run) for run in runs]
+    assert [code for code, _ in results] == [0, 0], results
+    assert {t.name for t in metadata.sorted_tables} <= _tables(scratch_db)

@@ -12,6 +12,11 @@ from alembic.config import Config
 from pago.common.db.engine import async_url
 from pago.common.settings import exit_with
 
+MIGRATION_LOCK_KEY = 0x7061676F
+"""The Postgres advisory lock every upgrade and downgrade holds for its whole transaction
+("pago" in ASCII): two ``pago-migrate`` runs at once (a re-run Job, two releases, an init
+container per pod) serialise, and the second finds the schema at head and does nothing."""
+
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
