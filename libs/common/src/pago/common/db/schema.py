@@ -73,6 +73,47 @@ merchants = Table(
         server_default=text("true"),
         comment="a repeated client_reference_id answers the existing session",
     ),
+    Column("accent_color", Text, comment="#rrggbb; NULL = Pago's"),
+    Column(
+        "underpayment_tolerance_percent",
+        Numeric(7, 4),
+        comment="percent of the amount due; NULL = the absolute tolerance applies",
+    ),
+)
+
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("merchant_id", Text, ForeignKey("merchants.id"), nullable=False),
+    Column("email", Text, nullable=False, unique=True, comment="lower-cased"),
+    Column("role", Text, nullable=False, comment="owner, developer or support"),
+    Column("password_hash", Text, nullable=False, comment="argon2id"),
+    Column("totp_secret", LargeBinary, comment="encrypted at rest; NULL = no second factor"),
+    Column("totp_enabled_at", DateTime(timezone=True)),
+    Column("failed_sign_ins", Integer, nullable=False, server_default=text("0")),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("last_sign_in_at", DateTime(timezone=True)),
+    Column("disabled_at", DateTime(timezone=True)),
+    _created(),
+    CheckConstraint("role IN ('owner', 'developer', 'support')", name="console_users_role_check"),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", LargeBinary, primary_key=True, comment="SHA-256 of the cookie"),
+    Column("user_id", Text, ForeignKey("console_users.id"), nullable=False),
+    Column("mode", Text, nullable=False, comment="test or live: what the user views"),
+    Column(
+        "second_factor_at",
+        DateTime(timezone=True),
+        comment="when this session passed TOTP; NULL = password only",
+    ),
+    _created(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("console_sessions_user_idx", "user_id"),
 )
 
 api_keys = Table(
